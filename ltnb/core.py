@@ -86,6 +86,7 @@ class Method(nn.Module):
         self.register_buffer("counts", torch.as_tensor(counts if counts is not None else [], dtype=torch.float))
         self.hparams = dict(kw)
     grad_rule = None
+    model_kw: dict = {}  # model arguments the method needs (e.g. LDAM: a cosine classifier); the recipe merges them in
     def stages(self, epochs: int) -> list[Stage]: return [Stage("train", epochs)]
     def setup(self, model: nn.Module, data=None): pass
     def on_stage_start(self, stage: Stage, model: nn.Module): pass

@@ -252,6 +252,7 @@ class LDAM(_DRWMixin, Method):
     "LDAM loss (Cao et al. 2019) on cosine logits; `drw=True` adds deferred re-weighting."
     name, paper_name = "ldam", "LDAM"
     drw_default = False
+    model_kw = dict(classifier="cosine", scale=1.)  # cosine logits; s = 30 is applied in the loss (LDAM-DRW code)
     def __init__(self, counts, max_m: float = 0.5, s: float = 30., model_scale: float = 1.,
                  drw: bool | None = None, drw_epoch: int | None = None, beta: float = 0.9999):
         drw = self.drw_default if drw is None else drw

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The whole ltnb test suite (what CI runs). Run from anywhere; uses the active Python environment.
+#  1. the notebooks are clean and ltnb/ equals what nbdev_export writes
+#  2. nbdev_test: every notebook's inline tests, slow cells included (gpu cells skipped without CUDA)
+#  3. pytest tests/
+#  4. every nbs/repro_*.ipynb executed by papermill at its default parameters
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export MPLBACKEND=Agg PYTHONHASHSEED=0
+start=$(date +%s)
+step() { echo; echo "=== $* ($(( $(date +%s) - start ))s)"; }
+
+step "1. notebooks clean, library in step with the notebooks"
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  before=$(git status --porcelain -- nbs ltnb)
+  nbdev_clean
+  nbdev_export
+  after=$(git status --porcelain -- nbs ltnb)
+  if [ "$before" != "$after" ]; then
+    echo "FAIL: nbdev_clean / nbdev_export changed files: commit clean notebooks and the exported library"
+    git status --porcelain -- nbs ltnb
+    git --no-pager diff --stat -- nbs ltnb
+    exit 1
+  fi
+  echo "ok: notebooks clean, ltnb/ equals nbdev_export output"
+else
+  echo "not a git checkout: skipped"
+fi
+
+step "2. nbdev_test (notebook tests, slow cells included)"
+flags="slow"
+python -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" && flags="slow gpu"
+nbdev_test --flags "$flags" --n_workers 2 --timing
+
+step "3. pytest"
+python -m pytest tests/ -q -p no:cacheprovider
+
+step "4. reproduction notebooks through papermill (default parameters)"
+out=$(mktemp -d)
+for nb in nbs/repro_*.ipynb; do
+  [ -e "$nb" ] || continue
+  echo "--- $nb"
+  t0=$(date +%s)
+  papermill "$nb" "$out/$(basename "$nb")" --cwd nbs --log-level WARNING
+  echo "ok: $nb ($(( $(date +%s) - t0 ))s)"
+done
+
+step "done"
