@@ -87,6 +87,7 @@ class Method(nn.Module):
         self.hparams = dict(kw)
     grad_rule = None
     model_kw: dict = {}  # model arguments the method needs (e.g. LDAM: a cosine classifier); the recipe merges them in
+    no_weight_decay: tuple = ()  # names of model parameters the optimiser must not decay (Cui et al.: the sigmoid bias)
     def stages(self, epochs: int) -> list[Stage]: return [Stage("train", epochs)]
     def setup(self, model: nn.Module, data=None): pass
     def on_stage_start(self, stage: Stage, model: nn.Module): pass

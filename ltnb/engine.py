@@ -253,7 +253,11 @@ class Trainer:
         if stage.epochs == 0: return None
         if not params: raise ValueError(f"stage {stage.name!r} has no trainable parameters (trainable={stage.trainable!r})")
         s = stage_settings(stage, self.cfg)
-        return torch.optim.SGD(params, lr=s["lr"], momentum=s["momentum"], nesterov=s["nesterov"] and s["momentum"] > 0,
+        # parameters the method keeps out of weight decay (Cui et al.'s sigmoid bias) get a group of their own
+        nd = {id(p) for n, p in self.model.named_parameters() if n in getattr(self.method, "no_weight_decay", ())}
+        groups = [dict(params=[p for p in params if id(p) not in nd])]
+        if any(id(p) in nd for p in params): groups.append(dict(params=[p for p in params if id(p) in nd], weight_decay=0.0))
+        return torch.optim.SGD(groups, lr=s["lr"], momentum=s["momentum"], nesterov=s["nesterov"] and s["momentum"] > 0,
                                weight_decay=s["weight_decay"])
 
     def evaluate(self) -> dict:

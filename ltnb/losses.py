@@ -199,6 +199,8 @@ class Focal(Method):
         if form not in ("sigmoid", "softmax"): raise ValueError(f"focal form must be 'sigmoid' or 'softmax', got {form!r}")
         super().__init__(counts, gamma=gamma, form=form, init_bias=init_bias)
         self.gamma, self.form, self.init_bias = gamma, form, init_bias
+        # Cui et al. initialise the sigmoid bias to -log(C-1) and exclude it from weight decay (model_base.py)
+        if form == "sigmoid" and init_bias: self.no_weight_decay = ("classifier.bias",)
     def setup(self, model, data=None):
         if self.form == "sigmoid" and self.init_bias: _init_sigmoid_bias(model, _num_out(model, self))
     def loss_terms(self, out, target, index, epoch, stage):
@@ -217,6 +219,7 @@ class _ClassBalanced(Method):
         if cb_form != "paper" and self.loss_type != "softmax": raise ValueError("cb_form applies to cb_softmax only")
         super().__init__(_check_counts(counts), beta=beta, gamma=gamma, cb_form=cb_form, init_bias=init_bias)
         self.beta, self.gamma, self.cb_form, self.init_bias = beta, gamma, cb_form, init_bias
+        if self.loss_type != "softmax" and init_bias: self.no_weight_decay = ("classifier.bias",)  # Cui et al. model_base.py
         self.register_buffer("weight", effective_number_weights(self.counts, beta))
     def setup(self, model, data=None):
         if self.loss_type != "softmax" and self.init_bias: _init_sigmoid_bias(model, self.num_classes)

@@ -259,3 +259,18 @@ def test_real_model_on_digits(digits):
     r = Trainer(model, Method(digits.class_counts), digits, tiny_cfg(epochs=1, batch_size=128)).fit()
     assert r.outputs["test"]["features"].shape == (len(digits.test), model.feature_dim)
     assert r.last["n"] == len(digits.test)
+
+
+def test_no_weight_decay_group_for_sigmoid_bias():
+    "Cui et al.'s sigmoid CB/focal keep the classifier bias out of weight decay; other methods decay everything."
+    from ltnb.core import Stage
+    from ltnb.data import get_dataset
+    from ltnb.engine import Trainer, TrainConfig
+    from ltnb.losses import create_method
+    from ltnb.models import create_model
+    d = get_dataset("digits_lt")
+    for name, expect in [("cb_sigmoid", [(10, 5e-4), (1, 0.0)]), ("focal", [(10, 5e-4), (1, 0.0)]), ("ce", [(11, 5e-4)])]:
+        m = create_model("cnn8", 10, in_chans=1)
+        t = Trainer(m, create_method(name, d.class_counts), d, TrainConfig(epochs=1, weight_decay=5e-4, progress=False, device="cpu"))
+        opt = t._start_stage(0, Stage("train", 1))
+        assert [(len(g["params"]), g["weight_decay"]) for g in opt.param_groups] == expect, name
