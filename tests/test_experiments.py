@@ -43,3 +43,15 @@ def test_bench_prints_figures():
     assert p.returncode == 0, p.stderr
     rec = json.loads(p.stdout.splitlines()[-1])
     assert rec["images_per_s"] > 0 and rec["model"] == "cnn8"
+
+
+def test_console_scripts_exit_zero(tmp_path):
+    "The installed `ltnb-run` / `ltnb-bench` wrappers call sys.exit(main()): main must return None (exit 0)."
+    import shutil
+    for exe, args in [("ltnb-bench", ["--model", "cnn8", "--num-classes", "10", "--shape", "1", "8", "8", "--batch-size", "8", "--steps", "1"]),
+                      ("ltnb-run", ["--dataset", "digits_lt", "--runs-dir", str(tmp_path), "--device", "cpu"])]:
+        path = shutil.which(exe)
+        if path is None: pytest.skip(f"{exe} is not installed (pip install -e .)")
+        p = subprocess.run([path, *args], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert p.returncode == 0, (exe, p.stderr[-2000:])
+        assert json.loads(p.stdout.splitlines()[-1])
