@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_losses.ipynb #bf4e1659
 from __future__ import annotations
-import inspect
+import importlib, inspect
 import math
 import numpy as np
 import torch
@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from .core import Registry, Stage, Method
 
 # %% auto #0
-__all__ = ['CB_FORMS', 'METHODS', 'register_method', 'cross_entropy', 'balanced_softmax_loss', 'logit_adjustment',
-           'logit_adjusted_loss', 'posthoc_adjust', 'ldam_margins', 'ldam_loss', 'effective_number_weights',
-           'drw_weights', 'default_drw_epoch', 'focal_loss', 'class_balanced_loss', 'create_method',
+__all__ = ['CB_FORMS', 'METHODS', 'register_method', 'WRAPPERS', 'register_wrapper', 'cross_entropy', 'balanced_softmax_loss',
+           'logit_adjustment', 'logit_adjusted_loss', 'posthoc_adjust', 'ldam_margins', 'ldam_loss',
+           'effective_number_weights', 'drw_weights', 'default_drw_epoch', 'focal_loss', 'class_balanced_loss',
+           'split_method_name', 'method_arguments', 'method_class', 'method_available', 'create_method',
            'CrossEntropyMethod', 'BalancedSoftmax', 'LogitAdjustedLoss', 'PosthocLogitAdjustment', 'Focal', 'CBSoftmax',
            'CBSigmoid', 'CBFocal', 'LDAM', 'LDAMDRW', 'CEDRW', 'tau_normalize', 'tau_norm_sweep', 'CRT', 'LWS',
            'TauNorm']
@@ -136,13 +137,52 @@ def class_balanced_loss(logits: torch.Tensor, target: torch.Tensor,
 METHODS = Registry("method")
 register_method = METHODS.register
 
+# Wrappers add a method on top of any registered one ("bsce+ikl+kc"): name -> class(base_method, options, **kw).
+WRAPPERS = Registry("method wrapper")
+register_wrapper = WRAPPERS.register
+_WRAPPER_HOMES = {"ikl": "ltnb.ikl", "ltrl": "ltnb.ikl"}   # modules that register wrappers, imported on first use
+
+def split_method_name(name: str) -> tuple:
+    "'bsce+ikl+kc' -> ('bsce', 'ikl', ('kc',)); a plain name -> (name, None, ())."
+    base, *rest = str(name).split("+")
+    return (base, rest[0], tuple(rest[1:])) if rest else (base, None, ())
+
+def _wrapper(wname: str):
+    if wname not in WRAPPERS and wname in _WRAPPER_HOMES: importlib.import_module(_WRAPPER_HOMES[wname])
+    return WRAPPERS[wname]
+
+def _arguments(cls, drop=("self", "counts")) -> list:
+    return [p for p in inspect.signature(cls.__init__).parameters if p not in drop]
+
+def method_arguments(name: str) -> list:
+    "The keyword arguments method `name` takes (a composite name: the base's and the wrapper's)."
+    base, wname, _ = split_method_name(name)
+    args = _arguments(METHODS[base])
+    return args + _arguments(_wrapper(wname), ("self", "base", "options")) if wname else args
+
+def method_class(name: str):
+    "The registered class of `name`'s base method (it says which model the method needs: `model_kw`)."
+    return METHODS[split_method_name(name)[0]]
+
+def method_available(name: str) -> bool:
+    "Whether `name` (plain or composite) names registered methods and valid wrapper options."
+    base, wname, opts = split_method_name(name)
+    if base not in METHODS: return False
+    if wname is None: return True
+    try: W = _wrapper(wname)
+    except (KeyError, ImportError): return False
+    return all(o in getattr(W, "options", {}) for o in opts)
+
 def create_method(name: str, counts, **kw) -> Method:
-    "Build the registered method `name` for training class `counts`."
-    cls = METHODS[name]
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "counts")]
-    bad = [k for k in kw if k not in valid]
-    if bad: raise TypeError(f"method {name!r} got unknown argument(s) {bad}; valid: {valid}")
-    return cls(counts, **kw)
+    "Build method `name` for training class `counts`; 'base+wrapper+option...' wraps the base method."
+    base, wname, opts = split_method_name(name)
+    cls = METHODS[base]
+    valid = _arguments(cls)
+    wvalid = _arguments(_wrapper(wname), ("self", "base", "options")) if wname else []
+    bad = [k for k in kw if k not in valid and k not in wvalid]
+    if bad: raise TypeError(f"method {name!r} got unknown argument(s) {bad}; valid: {valid + wvalid}")
+    m = cls(counts, **{k: v for k, v in kw.items() if k in valid and k not in wvalid})
+    return _wrapper(wname)(m, opts, **{k: v for k, v in kw.items() if k in wvalid}) if wname else m
 
 def _check_counts(counts):
     "Counts as a float tensor; every class needs at least one training example."
