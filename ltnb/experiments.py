@@ -14,9 +14,10 @@ from .tables import load_paper_table, list_paper_tables, side_by_side, summarise
 
 # %% auto #0
 __all__ = ['BUDGETS', 'METRICS', 'PAPER_ROWS', 'recipe', 'project_root', 'default_runs_dir', 'figures_dir', 'run_config',
-           'config_hash', 'run_dir', 'provenance', 'Run', 'is_finished', 'build', 'run', 'runs_frame',
-           'method_available', 'row_spec', 'run_rows', 'ltrl_ablation_rows', 'paper_rows', 'param_list',
-           'plot_shot_groups', 'plot_per_class', 'bench_main', 'run_bench', 'main', 'run_cli']
+           'config_hash', 'run_dir', 'provenance', 'Run', 'is_finished', 'build', 'run', 'runs_frame', 'row_frame',
+           'method_available', 'row_spec', 'describe_row', 'with_all_rows', 'run_rows', 'ltrl_ablation_rows',
+           'paper_rows', 'param_list', 'param_dict', 'plot_shot_groups', 'plot_per_class', 'bench_main', 'run_bench',
+           'main', 'run_cli']
 
 # %% ../nbs/06_experiments.ipynb #f622fadf
 _PAPER = {
@@ -300,7 +301,11 @@ def runs_frame(runs, which: str = "last", label=None) -> pd.DataFrame:
         rows.append(dict(method=label(r) if label else r.config["method_name"], seed=r.config["seed"],
                          many=m.get("many"), medium=m.get("medium"), few=m.get("few"), all=m.get("top1"),
                          epoch=m.get("epoch"), selection=r.metrics.get("labels", {}).get(which, which), run=str(r.path)))
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["method", "seed", *METRICS, "epoch", "selection", "run"])   # the columns even with no run
+
+def row_frame(runs, which: str = "last") -> pd.DataFrame:
+    "`runs_frame` with each run labelled by its paper row (`run_rows` sets `run.label`)."
+    return runs_frame(runs, which, label=lambda r: getattr(r, "label", r.config["method_name"]))
 
 # %% ../nbs/06_experiments.ipynb #2407c864
 def method_available(name: str) -> bool:
@@ -313,6 +318,20 @@ def row_spec(spec) -> tuple:
     if spec is None or isinstance(spec, str): return spec, {}
     name, kw = spec
     return name, dict(kw or {})
+
+def describe_row(spec) -> str:
+    "How a row runs in ltnb: its method (and arguments), or why it cannot run."
+    name, kw = row_spec(spec)
+    if name is None: return "— (not in ltnb)"
+    s = name + "".join(f" {k}={v}" for k, v in kw.items())
+    return s if method_available(name) else f"{s} (not available)"
+
+def with_all_rows(table: pd.DataFrame, rows: dict) -> pd.DataFrame:
+    "`table` (from `side_by_side`) with a line for every row label, missing ones too, and the ltnb method of each."
+    extra = [m for m in rows if m not in set(table.method)]
+    t = pd.concat([table, pd.DataFrame({"method": extra, "status": "missing"})], ignore_index=True)
+    t.insert(1, "ltnb", t.method.map(lambda m: describe_row(rows[m]) if m in rows else "—"))
+    return t
 
 def run_rows(rows: dict, dataset: str, budget: str, seeds, runs_dir=None, device="auto",
              method_kw: dict | None = None, progress: bool = False, **overrides) -> tuple[list, list]:
@@ -406,6 +425,12 @@ def param_list(value, cast=None) -> list | None:
         except json.JSONDecodeError: value = [p.strip() for p in v.strip("[]").split(",") if p.strip()]
     if not isinstance(value, (list, tuple)): value = [value]
     return [cast(x) for x in value] if cast else list(value)
+
+def param_dict(value) -> dict:
+    "A notebook dict parameter as a dict: accepts None, a dict or a JSON object string."
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")): return {}
+    return dict(json.loads(value) if isinstance(value, str) else value)
+
 
 # %% ../nbs/06_experiments.ipynb #a427d49c
 def plot_shot_groups(df: pd.DataFrame, ax=None, title: str | None = None):
