@@ -88,6 +88,11 @@ class Method(nn.Module):
     grad_rule = None
     model_kw: dict = {}  # model arguments the method needs (e.g. LDAM: a cosine classifier); the recipe merges them in
     no_weight_decay: tuple = ()  # names of model parameters the optimiser must not decay (Cui et al.: the sigmoid bias)
+    recipe: dict = {}            # {dataset or "*": {argument: (value, "source")}}: the method's recipe values per dataset
+    recipe_scaling: dict = {}    # {argument: "epochs" | "stage2"}: how reduced budgets scale an epoch-valued argument
+    parent: str | None = None    # method name of the finished run that trains the first `parent_stages` stages (cRT: "ce")
+    parent_stages: int = 1       # how many leading stages of `stages()` the parent run trains
+    posthoc: bool = False        # True: no training; `posthoc_logits` transforms the parent run's saved outputs
     def stages(self, epochs: int) -> list[Stage]: return [Stage("train", epochs)]
     def setup(self, model: nn.Module, data=None): pass
     def on_stage_start(self, stage: Stage, model: nn.Module): pass
@@ -97,6 +102,13 @@ class Method(nn.Module):
     def on_batch_end(self, out: dict, target, index, epoch: int, stage: Stage): pass
     def on_epoch_end(self, epoch: int, stage: Stage, model: nn.Module): pass
     def eval_logits(self, out: dict) -> torch.Tensor: return out["logits"]
+    def posthoc_logits(self, outputs: dict, parent) -> torch.Tensor:
+        "A post-hoc method's logits for one split of `parent`'s saved outputs (dict of logits, features, targets)."
+        raise NotImplementedError(f"{type(self).__name__} is not a post-hoc method")
+    @classmethod
+    def recipe_for(cls, dataset: str) -> dict:
+        "This method's recipe values for `dataset` as {argument: (value, source)} ('*' entries, then the dataset's)."
+        return {**cls.recipe.get("*", {}), **cls.recipe.get(dataset, {})}
     @property
     def num_classes(self) -> int: return len(self.counts)
     @property

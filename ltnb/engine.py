@@ -217,7 +217,9 @@ _RESUME_KEYS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_de
 # %% ../nbs/05_engine.ipynb #10d61cd5
 class Trainer:
     "Train `model` with `method` on `data` (an `LTData`) as configured by `cfg`; see `fit`."
-    def __init__(self, model: nn.Module, method: Method, data, cfg: TrainConfig | None = None, ckpt_dir=None):
+    def __init__(self, model: nn.Module, method: Method, data, cfg: TrainConfig | None = None, ckpt_dir=None,
+                 first_stage: int = 0,              # train stages from this index on (earlier ones come from a parent run)
+                 init_state: dict | None = None):   # {"model": state_dict, "method": state_dict} loaded after setup
         self.cfg = cfg = cfg or TrainConfig()
         self.device = resolve_device(cfg.device)
         cuda = self.device.type == "cuda"
@@ -229,6 +231,7 @@ class Trainer:
         if self.channels_last: self.model = self.model.to(memory_format=torch.channels_last)
         self.method = method.to(self.device)
         self.data, self.ckpt_dir = data, (Path(ckpt_dir) if ckpt_dir is not None else None)
+        self.first_stage, self.init_state = first_stage, init_state
         self.history, self.best, self.last, self.outputs = [], None, None, None
 
     # --- small helpers -------------------------------------------------------------------------------------------
@@ -345,12 +348,16 @@ class Trainer:
         starts = np.cumsum([0] + [s.epochs for s in stages]).tolist()
         total = starts[-1]
         self.history, self.best, self.last, self.outputs = [], None, None, None
+        if not 0 <= self.first_stage < len(stages):
+            raise ValueError(f"first_stage={self.first_stage} but the method has {len(stages)} stage(s)")
         ck = self._load()
-        start = 0 if ck is None else ck["epoch"] + 1
+        if ck is None and self.init_state is not None: self._load_init_state()
+        start = starts[self.first_stage] if ck is None else ck["epoch"] + 1
         if ck is not None: self.history, self.best = list(ck["history"]), ck["best"]
         done_here, stopped, dirty = 0, False, False
         bar = tqdm(total=total, initial=start, desc="train", disable=not cfg.progress)
         for si, stage in enumerate(stages):
+            if si < self.first_stage: continue             # trained by the parent run
             s0, s1 = starts[si], starts[si + 1]
             entered = ck is not None and s0 < start       # the checkpoint was written in or after this stage
             if not entered and stage.epochs > 0 and max_epochs_this_call is not None and done_here >= max_epochs_this_call:
@@ -391,6 +398,15 @@ class Trainer:
                            wall_time=time.time() - t0, device=str(self.device), config=to_plain(asdict(cfg)),
                            stages=[(s.name, s.epochs) for s in stages], resumed_from=None if ck is None else ck["epoch"],
                            complete=not stopped)
+
+    def _load_init_state(self):
+        "Load a parent run's model, and the method entries whose names and shapes match."
+        self.model.load_state_dict(self.init_state["model"])
+        own = self.method.state_dict()
+        keep = {k: v for k, v in (self.init_state.get("method") or {}).items()
+                if k in own and (not torch.is_tensor(v) or own[k].shape == v.shape)}
+        self.method.load_state_dict({**own, **keep})
+        self.model.to(self.device); self.method.to(self.device)
 
     def _finish(self, stages, stopped, dirty):
         "Make `last`/`outputs` describe the final model (post-hoc stages, a resumed finished run, an early stop)."

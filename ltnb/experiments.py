@@ -350,7 +350,6 @@ def run_rows(rows: dict, dataset: str, budget: str, seeds, runs_dir=None, device
             runs.append(r)
     return runs, missing
 
-
 # %% ../nbs/06_experiments.ipynb #d7167048
 _ALPHA = lambda a: ("ce+ikl", {"alpha": a})
 PAPER_ROWS = {
@@ -413,7 +412,6 @@ def paper_rows(table: str, methods=None) -> dict:
     if unknown: raise KeyError(f"{sorted(unknown)} are not rows of {table}. Rows: {', '.join(rows)}; methods: {', '.join(sorted(names))}")
     return {k: v for k, v in rows.items() if k in keep or row_spec(v)[0] in keep}
 
-
 # %% ../nbs/06_experiments.ipynb #276b8c24
 def param_list(value, cast=None) -> list | None:
     "A notebook list parameter as a list: accepts a list, a scalar, a JSON list string or a comma-separated string."
@@ -430,7 +428,6 @@ def param_dict(value) -> dict:
     "A notebook dict parameter as a dict: accepts None, a dict or a JSON object string."
     if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "null")): return {}
     return dict(json.loads(value) if isinstance(value, str) else value)
-
 
 # %% ../nbs/06_experiments.ipynb #a427d49c
 def plot_shot_groups(df: pd.DataFrame, ax=None, title: str | None = None):
