@@ -90,6 +90,7 @@ class TrainConfig:
     progress: bool = True          # tqdm bars
     drop_last: bool = False        # drop the last incomplete training batch
     lr_shift: int = 0              # 1 = IWB/WB's scheduler.step() before the epoch
+    save_train_features: bool = True  # the run cache keeps one clean pass of training features (fp16) for post-hoc methods
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES: raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")

@@ -13,11 +13,11 @@ import torch
 from .tables import load_paper_table, list_paper_tables, side_by_side, summarise_seeds
 
 # %% auto #0
-__all__ = ['BUDGETS', 'METRICS', 'PAPER_ROWS', 'recipe', 'project_root', 'default_runs_dir', 'figures_dir', 'run_config',
-           'config_hash', 'run_dir', 'provenance', 'Run', 'is_finished', 'build', 'run', 'runs_frame', 'row_frame',
-           'method_available', 'row_spec', 'describe_row', 'with_all_rows', 'run_rows', 'ltrl_ablation_rows',
-           'paper_rows', 'param_list', 'param_dict', 'plot_shot_groups', 'plot_per_class', 'bench_main', 'run_bench',
-           'main', 'run_cli']
+__all__ = ['BUDGETS', 'RERUN', 'METRICS', 'recipe', 'method_values', 'project_root', 'default_runs_dir', 'figures_dir',
+           'run_config', 'config_hash', 'run_dir', 'provenance', 'Run', 'is_finished', 'build', 'run', 'runs_frame',
+           'row_frame', 'method_available', 'row_spec', 'describe_row', 'with_all_rows', 'run_rows', 'param_list',
+           'param_dict', 'plot_shot_groups', 'plot_per_class', 'bench_main', 'run_bench', 'list_runs', 'main',
+           'runs_main', 'run_cli']
 
 # %% ../nbs/06_experiments.ipynb #f622fadf
 _PAPER = {
@@ -32,17 +32,14 @@ _PAPER = {
                    schedule="multistep", milestones=[160, 180], gamma=0.1,  # "linear decay" = CustomLR steps 160/180 in LTRL code (ikl_ltrl.md item 10, 15)
                    warmup_epochs=5,                          # CustomLR warm-up 5 (ikl_ltrl.md item 10)
                    num_workers=4),                           # ltnb choice: loader processes on a GPU box
-        method=dict(stage2_epochs=10,                        # cRT: 10 epochs (classifier-balancing cls_crt.yaml; no CIFAR config exists)
-                    stage2_lr=0.1,                           # ltnb choice (no official CIFAR cRT config; baselines.md §5)
-                    drw_epoch=160)),                         # LDAM-DRW: DRW from epoch 160 of 200 (baselines.md §3)
+        method=dict()),                                      # methods declare their own values (`Method.recipe`)
     "imagenet_lt": dict(
         data=dict(),
         model=dict(name="resnext50_32x4d"),                  # IKL Table 9
         train=dict(epochs=180, batch_size=256, lr=0.1,       # IKL Table 9 (A.3 prose: batch 64, lr 0.025)
                    weight_decay=5e-4, momentum=0.9, nesterov=True,
                    schedule="cosine", warmup_epochs=5, num_workers=8),      # IKL Table 9: cosine decay; warm-up 5 as CustomLR
-        method=dict(stage2_epochs=10, stage2_lr=0.2,         # cRT cls_crt.yaml: 10 epochs, lr 0.2 cosine (baselines.md §5)
-                    drw_epoch=144)),                         # ltnb choice: 0.8 of the epochs, as 160/200
+        method=dict()),
     "places_lt": dict(
         data=dict(),                                        # split-file style: "v2" default; style="old" for OLTR paths
         model=dict(name="resnet152"),                        # IKL Table 9; ImageNet-pretrained (pass model weights=PATH)
@@ -50,15 +47,16 @@ _PAPER = {
                    weight_decay=5e-4, momentum=0.9, nesterov=True,
                    schedule="multistep", milestones=[10, 20], gamma=0.1,  # Table 9 "linear decay"; steps are an ltnb choice
                    warmup_epochs=0, num_workers=8),
-        method=dict(stage2_epochs=10, stage2_lr=0.1, drw_epoch=24)),  # cRT Places config: 10 epochs, classifier lr 0.1 (baselines.md §5)
+        method=dict()),
     "inat18": dict(
         data=dict(),
         model=dict(name="resnet50"),                         # IKL Table 9
         train=dict(epochs=100, batch_size=512, lr=0.2,       # IKL Table 9 (A.3 prose: 200 epochs)
                    weight_decay=5e-4, momentum=0.9, nesterov=True,
                    schedule="multistep", milestones=[60, 80], gamma=0.1,  # "linear decay" = steps; 60/80 as SADE's iNat config (baselines.md §7)
-                   warmup_epochs=5, num_workers=8),
-        method=dict(stage2_epochs=30, stage2_lr=0.2, drw_epoch=80)),  # cRT iNat18 config: 30 epochs (baselines.md §5)
+                   warmup_epochs=5, num_workers=8,
+                   save_train_features=False),               # ltnb choice: 437,513 x 2048 fp16 features = 1.8 GB per run
+        method=dict()),
 }
 _PAPER["cifar10_lt"] = copy.deepcopy(_PAPER["cifar100_lt"])        # same recipe (IKL Table 9 column "CIFAR-100/10-LT")
 
@@ -76,15 +74,15 @@ _CPU_MODEL = {"cifar10_lt": dict(name="resnet32"), "cifar100_lt": dict(name="res
 BUDGETS = ("smoke", "cpu", "paper")
 
 # %% ../nbs/06_experiments.ipynb #6985c42e
-def _scaled(r: dict, epochs: int, batch_size: int, stage2_epochs: int) -> dict:
+_STAGE2_EPOCHS = {"smoke": 1, "cpu": 5}   # second-stage length of the reduced budgets (paper: the method's own recipe)
+
+def _scaled(r: dict, epochs: int, batch_size: int) -> dict:
     "Scale a recipe's schedule to `epochs`, keeping warm-up and step positions proportional."
     r = copy.deepcopy(r); t = r["train"]; E = t["epochs"]
     t["epochs"], t["batch_size"] = epochs, batch_size
     t.pop("num_workers", None)   # reduced budgets load in-process (TrainConfig's default 0)
     t["warmup_epochs"] = min(t.get("warmup_epochs", 0), max(epochs // 10, 0))
     if t.get("milestones"): t["milestones"] = [max(1, round(m * epochs / E)) for m in t["milestones"]]
-    m = r["method"]; m["stage2_epochs"] = stage2_epochs
-    if "drw_epoch" in m: m["drw_epoch"] = max(1, round(m["drw_epoch"] * epochs / E))
     return r
 
 def recipe(dataset: str, budget: str = "smoke", **overrides) -> dict:
@@ -93,23 +91,37 @@ def recipe(dataset: str, budget: str = "smoke", **overrides) -> dict:
     if dataset not in _PAPER: raise KeyError(f"no recipe for dataset {dataset!r}. Datasets with recipes: {', '.join(sorted(_PAPER))}")
     r = copy.deepcopy(_PAPER[dataset])
     if budget == "cpu":
-        r = _scaled(r, _CPU_EPOCHS[dataset], 64 if dataset in ("digits_lt", "fmnist_lt", "mnist_lt") else 128, 5)
+        r = _scaled(r, _CPU_EPOCHS[dataset], 64 if dataset in ("digits_lt", "fmnist_lt", "mnist_lt") else 128)
         if dataset in _CPU_MODEL: r["model"] = dict(_CPU_MODEL[dataset])
         r["train"]["lr"] = min(r["train"]["lr"], 0.1)
     elif budget == "smoke":
-        r = _scaled(r, 2, 32, 1)
+        r = _scaled(r, 2, 32)
         small = {"digits_lt": "cnn8", "fmnist_lt": "cnn28", "mnist_lt": "cnn28"}
         r["model"] = dict(name=small.get(dataset, "resnet32" if "cifar" in dataset else "resnet50"))
         r["train"]["lr"] = min(r["train"]["lr"], 0.05)
     r["budget"] = budget; r["dataset"] = dataset
-    for k, v in overrides.items(): _set_dotted(r, k, v)
+    if not overrides: return r
+    if any(k.startswith("method.") for k in overrides): raise ValueError("method.* overrides need a method: use run_config")
+    r = _override({**r, "method_name": "ce", "seed": r["train"].get("seed", 0)}, overrides)   # checked as a plain CE run
+    r.pop("method_name"); r.pop("seed")
     return r
 
-def _set_dotted(d: dict, key: str, value):
-    "Set `d['a']['b'] = value` for key 'a.b'."
-    *path, last = key.split(".")
-    for p in path: d = d.setdefault(p, {})
-    d[last] = value
+def _override(cfg: dict, overrides: dict) -> dict:
+    "`cfg` with dotted-key `overrides` applied: every key must exist and every value have the right type (`ltnb.config`)."
+    from ltnb.config import apply_overrides
+    return apply_overrides(cfg, overrides)
+
+def method_values(method: str, dataset: str, budget: str, epochs: int) -> dict:
+    "The recipe values method `method` declares for `dataset`, scaled to `budget` and a run of `epochs` epochs."
+    from ltnb.losses import method_class
+    cls, E = method_class(method), _PAPER[dataset]["train"]["epochs"]
+    out = {}
+    for k, (v, _source) in cls.recipe_for(dataset).items():
+        rule = cls.recipe_scaling.get(k)
+        if rule == "epochs": v = max(1, round(v * epochs / E))                    # e.g. DRW at 160 of 200 -> 24 of 30
+        elif rule == "stage2" and budget in _STAGE2_EPOCHS: v = _STAGE2_EPOCHS[budget]
+        out[k] = v
+    return out
 
 # %% ../nbs/06_experiments.ipynb #5814f379
 def project_root() -> Path:
@@ -129,21 +141,34 @@ def figures_dir() -> Path:
 
 # %% ../nbs/06_experiments.ipynb #15d19bbe
 def run_config(dataset: str, method: str = "ce", budget: str = "smoke", seed: int = 0,
-               method_kw: dict | None = None, **overrides) -> dict:
-    "The full config of one run: the recipe plus the method, its arguments and the seed."
-    from ltnb.losses import method_arguments, method_class
-    r = recipe(dataset, budget, **overrides)
-    cls = method_class(method)          # a composite name ('bsce+ikl') needs its base's model (e.g. LDAM's cosine head)
-    # the recipe's method defaults go to the methods that take them; the caller's `method_kw` always goes (and is checked)
-    accepted = set(method_arguments(method))
-    bad = set(method_kw or {}) - accepted
-    if bad:
-        raise TypeError(f"method {method!r} takes no argument {sorted(bad)}; its arguments: {sorted(accepted)}")
-    r["method"] = {**{k: v for k, v in r["method"].items() if k in accepted}, **(method_kw or {})}
-    r["model"] = {**getattr(cls, "model_kw", {}), **r["model"]}   # e.g. LDAM needs a cosine classifier
-    r["method_name"] = method
-    r["seed"] = int(seed)
-    r["train"]["seed"] = int(seed)
+               method_kw: dict | None = None, from_parent: bool = True, **overrides) -> dict:
+    "The full config of one run: the recipe, the method's own values, `overrides`, `method_kw`, the seed, the parent run."
+    from ltnb.losses import method_class, method_arguments, parent_method, split_method_name, WRAPPERS
+    from ltnb.config import ConfigError, validate_config
+    cls = method_class(method)
+    r = recipe(dataset, budget)
+    r["method_name"], r["seed"] = method, seed
+    r["train"]["seed"] = seed
+    r["method"] = method_values(method, dataset, budget, r["train"]["epochs"])
+    r["model"] = {**r["model"], **cls.model_kw}          # the method's model needs win over the recipe's model
+    for k, v in cls.model_kw.items():
+        if f"model.{k}" in overrides and overrides[f"model.{k}"] != v:
+            raise ConfigError(f"method {method!r} needs model.{k}={v!r}; the override model.{k}={overrides[f'model.{k}']!r} contradicts it")
+    r = _override(r, overrides)
+    bad = sorted(set(method_kw or {}) - set(method_arguments(method)))
+    if bad: raise ConfigError(f"method {method!r} takes no argument {bad}; its arguments: {sorted(method_arguments(method))}")
+    r["method"].update(method_kw or {})
+    r["parent"] = None
+    pname = parent_method(method) if from_parent else None
+    if pname is not None:   # stage 1 (or everything, for a post-hoc method) comes from the parent run's cache entry
+        _, wname, _ = split_method_name(method)
+        wargs = set(method_arguments(pname)) - set(method_arguments(split_method_name(pname)[0])) if wname else set()
+        pr = run_config(dataset, pname, budget, seed, method_kw={k: v for k, v in (method_kw or {}).items() if k in wargs} or None,
+                        **{k: v for k, v in overrides.items() if not k.startswith("method.")})
+        r["parent"], r["model"] = pr, dict(pr["model"])    # the child starts from the parent's weights: same model
+    elif not from_parent and not getattr(cls, "one_run", True):
+        raise ConfigError(f"method {method!r} has no one-run form: it needs a finished parent run (from_parent=True)")
+    validate_config(r)
     return r
 
 def config_hash(cfg: dict, n: int = 12) -> str:
@@ -166,12 +191,16 @@ def _git_commit() -> str | None:
         return (out.stdout.strip() + ("+dirty" if dirty else "")) or None
     except Exception: return None
 
-def provenance(cfg: dict, device: str, wall_time: float) -> dict:
-    "How a run was made: config, seed, git commit, package versions, device, wall time."
+def provenance(cfg: dict, device: str, wall_time: float, parent: "Run | None" = None, data=None) -> dict:
+    "How a run was made: config, seed, git commit, package versions, device, wall time, the parent run, the data's shape."
     import torchvision, sklearn, ltnb
     dev = device
     if str(device).startswith("cuda") and torch.cuda.is_available(): dev = f"{device} ({torch.cuda.get_device_name()})"
-    return dict(config=cfg, seed=cfg.get("seed"), git_commit=_git_commit(),
+    par = None if parent is None else dict(method=parent.config["method_name"], key=parent.path.name, path=str(parent.path),
+                                           run_id=parent.provenance.get("run_id"))
+    shape = None if data is None else dict(num_classes=int(data.num_classes), input_shape=list(data.input_shape))
+    import uuid
+    return dict(config=cfg, seed=cfg.get("seed"), run_id=uuid.uuid4().hex, git_commit=_git_commit(), parent=par, data=shape,
                 versions=dict(ltnb=ltnb.__version__, torch=torch.__version__, torchvision=torchvision.__version__,
                               numpy=np.__version__, sklearn=sklearn.__version__, python=platform.python_version()),
                 device=dev, host=platform.node(), cpu_threads=torch.get_num_threads(), wall_time_s=round(wall_time, 3),
@@ -195,23 +224,32 @@ def _json_default(o):
 # %% ../nbs/06_experiments.ipynb #e8036aae
 @dataclass
 class Run:
-    "A finished run read back from its directory."
+    "A run read back from its directory (finished, or `complete=False` when stopped early)."
     path: Path
     config: dict
     metrics: dict            # {"last": {...}, "best": {...}}
     history: list
     provenance: dict
     from_cache: bool = False
+    complete: bool = True
 
     @property
     def last(self) -> dict: return self.metrics["last"]
     @property
     def best(self) -> dict: return self.metrics["best"]
 
+    @property
+    def parent(self) -> "Run | None":
+        "The finished run this one started from (its stage 1, or the run a post-hoc method transformed)."
+        p = self.provenance.get("parent")
+        return None if not p else Run.load(self.path.parent.parent / p["method"] / p["key"])
+
     def outputs(self, split: str = "test") -> dict:
-        "Logits, features and targets of `split` ('test' or 'val') saved at the end of the run."
+        "Logits, features and targets of `split` ('test', 'val' or 'train') saved at the end of the run (a post-hoc run: its parent's features)."
         with np.load(self.path / "outputs.npz", allow_pickle=False) as z:
             out = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith(split + "/")}
+        if self.is_posthoc:   # a derived run stores its own logits; features come from the run it transformed
+            out = {**{k: v for k, v in self.parent.outputs(split).items() if k != "logits"}, **out}
         if not out: raise KeyError(f"run {self.path} has no {split!r} outputs (available: test{', val' if self.has_val else ''})")
         return out
 
@@ -224,13 +262,34 @@ class Run:
     def has_val(self) -> bool:
         with np.load(self.path / "outputs.npz", allow_pickle=False) as z: return any(k.startswith("val/") for k in z.files)
 
+    @property
+    def is_posthoc(self) -> bool: return bool(self.provenance.get("posthoc"))
+
     def state_dict(self) -> dict:
-        "The final model weights."
+        "The final model weights (a post-hoc run: its parent's)."
+        if self.is_posthoc: return self.parent.state_dict()
         return torch.load(self.path / "model.pt", map_location="cpu", weights_only=True)
 
     def method_state_dict(self) -> dict:
         "The method's final state (load it into `create_method(...)` to evaluate as the run did)."
         return torch.load(self.path / "method.pt", map_location="cpu", weights_only=True)
+
+    def model(self) -> torch.nn.Module:
+        "The run's final model, rebuilt from its config and loaded with its weights (CPU, eval mode)."
+        from ltnb.models import create_model
+        d = self.provenance.get("data") or {}
+        mk = dict(self.config["model"]); name = mk.pop("name")
+        m = create_model(name, num_classes=d.get("num_classes", len(self.class_counts)), in_chans=d.get("input_shape", [3])[0], **mk)
+        m.load_state_dict(self.state_dict()); return m.eval()
+
+    @property
+    def version(self) -> str | None: return self.provenance.get("versions", {}).get("ltnb")
+
+    @property
+    def stale(self) -> bool:
+        "Made by another ltnb version than the one running now (its numbers may differ: `rerun='stale'` recomputes it)."
+        import ltnb
+        return self.complete and self.version != ltnb.__version__
 
     @classmethod
     def load(cls, path) -> "Run":
@@ -255,29 +314,87 @@ def build(cfg: dict, data=None):
     method = create_method(cfg["method_name"], data.class_counts, **cfg["method"])
     return data, model, method
 
-def run(cfg: dict, runs_dir=None, data=None, device: str = "auto", progress: bool = False, stop_after: int | None = None) -> Run:
-    "Run `cfg` (or load it if finished) in runs_dir; an interrupted run resumes from its checkpoint."
-    from ltnb.engine import Trainer, TrainConfig
+RERUN = (None, "stale", "all")
+
+def run(cfg: dict, runs_dir=None, data=None, device: str = "auto", progress: bool = False,
+        stop_after: int | None = None, rerun: str | None = None) -> Run:
+    "Run `cfg` (or load it if finished) in runs_dir, its parent first; an interrupted run resumes from its checkpoint."
+    from ltnb.config import validate_config
+    from ltnb.losses import method_class
+    if rerun not in RERUN: raise ValueError(f"rerun must be one of {RERUN}, got {rerun!r}")
+    validate_config(cfg)
+    parent = None
+    if cfg.get("parent"):
+        parent = run(cfg["parent"], runs_dir, data, device, progress, stop_after, rerun)
+        if not parent.complete: return Run(run_dir(cfg, runs_dir), cfg, {}, [], {}, complete=False)
     path = run_dir(cfg, runs_dir)
-    if is_finished(path): return Run.load(path)
-    path.mkdir(parents=True, exist_ok=True)
-    _dump_json(path / "config.json", cfg)
+    if is_finished(path):
+        r = Run.load(path)
+        moved = parent is not None and (r.provenance.get("parent") or {}).get("run_id") != parent.provenance.get("run_id")
+        if not (rerun == "all" or (rerun == "stale" and r.stale) or moved): return r
+        shutil.rmtree(path)                       # recomputed: asked for, or its parent was recomputed since
+    if parent is not None and method_class(cfg["method_name"]).posthoc: return _run_posthoc(cfg, path, parent)
+    return _train(cfg, path, parent, data, device, progress, stop_after)
+
+def _train(cfg, path, parent, data, device, progress, stop_after) -> Run:
+    "Train the stages of `cfg` not covered by `parent` and write the run directory."
+    from ltnb.engine import Trainer, TrainConfig
+    from ltnb.metrics import predict
     data, model, method = build(cfg, data)
     known = {f.name for f in fields(TrainConfig)}
     tc = TrainConfig(**{k: v for k, v in cfg["train"].items() if k in known}, device=device, progress=progress)
+    path.mkdir(parents=True, exist_ok=True)
+    _dump_json(path / "config.json", cfg)
+    init = None if parent is None else dict(model=parent.state_dict(), method=parent.method_state_dict())
     t0 = time.time()
-    trainer = Trainer(model, method, data, tc, ckpt_dir=path / "ckpt")
+    trainer = Trainer(model, method, data, tc, ckpt_dir=path / "ckpt", first_stage=method.parent_stages if parent else 0,
+                      init_state=init)
     res = trainer.fit(max_epochs_this_call=stop_after)
-    if not res.complete: return None  # stopped on purpose after `stop_after` epochs: the checkpoint stays
+    if not res.complete: return Run(path, cfg, {}, res.history, {}, complete=False)   # stopped on purpose: the checkpoint stays
     wall = sum(h.get("time", 0.0) for h in res.history) or (time.time() - t0)  # all calls, resumed ones included
-    _save_outputs(path / "outputs.npz", {**res.outputs, "train": {"class_counts": np.asarray(data.class_counts)}})
+    train = {"class_counts": np.asarray(data.class_counts)}
+    if tc.save_train_features:   # one clean pass (test transform, eval mode) for post-hoc methods (NCM, calibration)
+        o = predict(trainer.model, trainer._loader(data.train_eval), device=str(trainer.device), method=method, amp=trainer.amp)
+        train.update(features=o["features"].to(torch.float16), targets=o["targets"])
+    _save_outputs(path / "outputs.npz", {**res.outputs, "train": train})
     _atomic_write(path / "model.pt", lambda p: torch.save(model.state_dict(), p))
-    _atomic_write(path / "method.pt", lambda p: torch.save(method.state_dict(), p))  # e.g. tau-norm's weights, LWS scales
+    _atomic_write(path / "method.pt", lambda p: torch.save(method.state_dict(), p))  # e.g. LWS scales, IKL's memory
     _dump_json(path / "history.json", res.history)
-    _dump_json(path / "provenance.json", provenance(cfg, str(res.device), wall))
+    _dump_json(path / "provenance.json", provenance(cfg, str(res.device), wall, parent, data))
     _dump_json(path / "metrics.json", {"last": res.last, "best": res.best,
                                         "labels": {"last": "last epoch", "best": "best epoch on the test set"}})
     shutil.rmtree(path / "ckpt", ignore_errors=True)
+    r = Run.load(path); r.from_cache = False
+    return r
+
+def _run_posthoc(cfg, path, parent: Run) -> Run:
+    "A post-hoc method on `parent`'s saved outputs: new logits per split, metrics, cached as a derived run (seconds)."
+    from ltnb.losses import create_method, method_arguments, split_method_name
+    from ltnb.metrics import classification_report
+    from ltnb.engine import to_plain
+    t0 = time.time()
+    base = split_method_name(cfg["method_name"])[0]
+    counts = parent.class_counts
+    method = create_method(base, counts, **{k: v for k, v in cfg["method"].items() if k in method_arguments(base)})
+    outs, reps = {}, {}
+    for split in ("test", "val"):
+        if split == "val" and not parent.has_val: continue
+        o = parent.outputs(split)
+        logits = torch.as_tensor(method.posthoc_logits(o, parent)).float()
+        outs[split] = dict(logits=logits, targets=o["targets"])
+        reps[split] = to_plain(dict(classification_report(logits, torch.as_tensor(o["targets"]), counts)))
+    path.mkdir(parents=True, exist_ok=True)
+    _dump_json(path / "config.json", cfg)
+    _save_outputs(path / "outputs.npz", {**outs, "train": {"class_counts": np.asarray(counts)}})
+    _atomic_write(path / "method.pt", lambda p: torch.save(method.state_dict(), p))
+    _dump_json(path / "history.json", [])
+    pd_ = parent.provenance.get("data")
+    prov = {**provenance(cfg, "cpu", time.time() - t0, parent), "data": pd_, "posthoc": True}
+    _dump_json(path / "provenance.json", prov)
+    last = dict(label="last epoch", epoch=parent.last.get("epoch"), stage="posthoc", **reps["test"], val=reps.get("val"))
+    _dump_json(path / "metrics.json", {"last": last, "best": {**last, "label": "post hoc on the parent's last epoch"},
+                                        "labels": {"last": "last epoch (post hoc on the parent's last epoch)",
+                                                   "best": "post hoc on the parent's last epoch (no epoch selection)"}})
     r = Run.load(path); r.from_cache = False
     return r
 
@@ -334,7 +451,8 @@ def with_all_rows(table: pd.DataFrame, rows: dict) -> pd.DataFrame:
     return t
 
 def run_rows(rows: dict, dataset: str, budget: str, seeds, runs_dir=None, device="auto",
-             method_kw: dict | None = None, progress: bool = False, **overrides) -> tuple[list, list]:
+             method_kw: dict | None = None, progress: bool = False, rerun: str | None = None,
+             download: bool = False, **overrides) -> tuple[list, list]:
     "Run every row {paper label: method name, (name, kwargs) or None} for every seed; returns (runs, missing labels)."
     from ltnb.data import get_dataset
     runs, missing, data = [], [], None
@@ -344,73 +462,19 @@ def run_rows(rows: dict, dataset: str, budget: str, seeds, runs_dir=None, device
         kw = {**(method_kw or {}).get(meth, {}), **kw}
         for s in seeds:
             cfg = run_config(dataset, meth, budget, s, method_kw=kw or None, **overrides)
-            if data is None and not is_finished(run_dir(cfg, runs_dir)): data = get_dataset(dataset, **cfg["data"])
-            r = run(cfg, runs_dir, data=data, device=device, progress=progress)
+            if data is None and not _all_finished(cfg, runs_dir):
+                data = get_dataset(dataset, **cfg["data"], **({"download": True} if download else {}))
+            r = run(cfg, runs_dir, data=data, device=device, progress=progress, rerun=rerun)
             r.label = label
             runs.append(r)
     return runs, missing
 
-# %% ../nbs/06_experiments.ipynb #d7167048
-_ALPHA = lambda a: ("ce+ikl", {"alpha": a})
-PAPER_ROWS = {
-    # IKL Table 1: CIFAR-100-LT top-1 at IF 10 / 50 / 100 (one row per method; the IF is the `imb_factor` parameter).
-    # BBN, RIDE, SADE, PaCo and the dagger rows (400 epochs with RandAugment) are not in ltnb yet.
-    "ikl_table1": {
-        "Softmax": "ce", "BBN": None, "BSCE": "bsce", "RIDE": None, "SADE": None,
-        "Softmax+IKL": "ce+ikl", "BSCE+IKL": "bsce+ikl", "RIDE+IKL": None, "SADE+IKL": None,
-        "BSCE†": None, "PaCo†": None, "SADE†": None, "BSCE+IKL†": None, "PaCo+IKL†": None, "SADE+IKL†": None},
-    # IKL Table 2: ImageNet-LT many / medium / few / all
-    "ikl_table2": {
-        "Softmax": "ce", "Decouple-LWS": "lws", "BSCE": "bsce", "LADE": None, "PaCo": None, "RIDE": None, "SADE": None,
-        "Softmax+IKL": "ce+ikl", "BSCE+IKL": "bsce+ikl", "PaCo+IKL": None, "RIDE+IKL": None, "SADE+IKL": None,
-        "PaCo†": None, "SADE†": None, "PaCo+IKL†": None, "SADE+IKL†": None},
-    # IKL Table 3: Places-LT (ImageNet-pretrained ResNet-152); BLS = balanced softmax
-    "ikl_table3": {
-        "Softmax": "ce", "BLS": "bsce", "LADE": None, "RIDE": None, "SADE": None,
-        "Softmax+IKL": "ce+ikl", "BLS+IKL": "bsce+ikl", "LADE+IKL": None, "RIDE+IKL": None, "SADE+IKL": None,
-        "PaCo†": None, "NCL": None, "PaCo+IKL†": None},
-    # IKL Table 4: iNaturalist 2018
-    "ikl_table4": {
-        "Softmax": "ce", "BLS": "bsce", "LADE†": None, "MiSLAS": None, "RIDE": None, "SADE": None,
-        "Softmax+IKL": "ce+ikl", "BLS+IKL": "bsce+ikl", "LADE+IKL": None, "RIDE+IKL": None, "SADE+IKL": None,
-        "PaCo†": None, "SADE†": None, "NCL": None, "PaCo+IKL†": None, "SADE+IKL†": None, "NCL+IKL†": None},
-    # IKL Table 5: ImageNet-LT top-1 per backbone (the backbone is the `model` override of the notebook)
-    "ikl_table5": {
-        "Softmax": "ce", "OLTR": None, "τ-norm": "tau_norm", "cRT": "crt", "LWS": "lws", "LDAM": "ldam_drw", "RIDE": None,
-        "Softmax+IKL": "ce+ikl", "τ-norm+IKL": "tau_norm+ikl", "cRT+IKL": "crt+ikl", "LWS+IKL": "lws+ikl",
-        "LDAM+IKL": "ldam_drw+ikl", "RIDE+IKL": None},
-    # IKL Table 6: CIFAR-100-LT IF 100, many / medium / few / all
-    "ikl_table6": {
-        "Softmax": "ce", "OLTR": None, "τ-norm": "tau_norm", "cRT": "crt", "LDAM": "ldam_drw",
-        "RIDE": None, "SADE": None,
-        "Softmax+IKL": "ce+ikl", "LDAM+IKL": "ldam_drw+ikl", "RIDE+IKL": None, "SADE+IKL": None},
-    # IKL Table 7: IUR / ICL ablation on Softmax, CIFAR-100-LT IF 100
-    "ikl_table7": {"Softmax": "ce", "Softmax+ICL": "ce+ikl+noiur", "Softmax+IUR": "ce+ikl+noicl", "Softmax+IUR+ICL": "ce+ikl"},
-    # IKL Table 8: the alpha strategies of Eq. 9 (Softmax + IKL, CIFAR-100-LT IF 100)
-    "ikl_table8": {"Equal weight": _ALPHA("equal"), "Linear Increment": _ALPHA("linear"),
-                   "Cosine Increment": _ALPHA("cosine"), "Learnable Parameter": _ALPHA("learnable"),
-                   "Parabolic Increment": _ALPHA("parabolic")},
-    # LTRL Table 8: KR / KS / KC ablation on RIDE and SADE (ImageNet-LT, iNat 2018); neither base is in ltnb yet, so the
-    # notebook also runs the same ablation on a base ltnb has (`ltrl_ablation_rows`).
-    "ltrl_table8": {"RIDE": None, "SADE": None, "RIDE+KR": None, "SADE+KR": None, "RIDE+KS": None, "SADE+KS": None,
-                    "RIDE+KR+KS": None, "SADE+KR+KS": None, "RIDE+KR+KS+KC": None, "SADE+KR+KS+KC": None},
-}
-
-def ltrl_ablation_rows(base: str = "bsce", label: str | None = None) -> dict:
-    "LTRL Table 8's five rows (none, KR, KS, KR+KS, KR+KS+KC) on the base method `base`."
-    b = label or base.upper()
-    return {b: base, f"{b}+KR": f"{base}+ltrl+noicl+nokc", f"{b}+KS": f"{base}+ltrl+noiur+nokc",
-            f"{b}+KR+KS": f"{base}+ltrl+nokc", f"{b}+KR+KS+KC": f"{base}+ltrl"}
-
-def paper_rows(table: str, methods=None) -> dict:
-    "The {row label: method spec} of `table`, restricted to the labels or method names in `methods` if given."
-    rows = PAPER_ROWS[table]
-    if methods is None: return dict(rows)
-    keep = set(methods)
-    names = {row_spec(m)[0] for m in rows.values()} - {None}
-    unknown = keep - set(rows) - names
-    if unknown: raise KeyError(f"{sorted(unknown)} are not rows of {table}. Rows: {', '.join(rows)}; methods: {', '.join(sorted(names))}")
-    return {k: v for k, v in rows.items() if k in keep or row_spec(v)[0] in keep}
+def _all_finished(cfg: dict, runs_dir=None) -> bool:
+    "Whether `cfg` and its parents are all finished (then no data needs loading)."
+    while cfg:
+        if not is_finished(run_dir(cfg, runs_dir)): return False
+        cfg = cfg.get("parent")
+    return True
 
 # %% ../nbs/06_experiments.ipynb #276b8c24
 def param_list(value, cast=None) -> list | None:
@@ -492,22 +556,75 @@ def _parse_value(v: str):
     try: return json.loads(v)
     except json.JSONDecodeError: return v
 
+def list_runs(runs_dir=None, dataset=None, method=None, budget=None, status=None, seed=None) -> pd.DataFrame:
+    "The cached runs under `runs_dir` as a table (dataset, method, seed, budget, status, version, time, path), filtered."
+    import ltnb
+    root, rows = Path(runs_dir or default_runs_dir()), []
+    for cfgf in sorted(root.glob("*/*/*/config.json")):
+        d = cfgf.parent
+        try: cfg = json.loads(cfgf.read_text())
+        except (OSError, json.JSONDecodeError): cfg = {}
+        fin = is_finished(d)
+        prov = json.loads((d / "provenance.json").read_text()) if fin and (d / "provenance.json").exists() else {}
+        ver = prov.get("versions", {}).get("ltnb")
+        st = "finished" if fin else "in progress" if (d / "ckpt" / "last.pt").exists() else "empty"
+        if fin and ver != ltnb.__version__: st = "stale"
+        rows.append(dict(dataset=cfg.get("dataset", d.parent.parent.name), method=cfg.get("method_name", d.parent.name),
+                         seed=cfg.get("seed"), budget=cfg.get("budget"), status=st, version=ver,
+                         time_s=prov.get("wall_time_s"), finished=prov.get("finished"),
+                         parent=(prov.get("parent") or {}).get("method"), path=str(d)))
+    df = pd.DataFrame(rows, columns=["dataset", "method", "seed", "budget", "status", "version", "time_s", "finished", "parent", "path"])
+    for col, v in dict(dataset=dataset, method=method, budget=budget, status=status, seed=seed).items():
+        if v is not None: df = df[df[col].isin(v if isinstance(v, (list, tuple)) else [v])]
+    return df.reset_index(drop=True)
+
 def main(argv=None) -> None:
     "Command-line entry (`ltnb-run`, `python -m ltnb.experiments`): run or load runs, print their metrics as JSON lines."
     run_cli(argv)
 
+def runs_main(argv=None) -> None:
+    "Command-line entry `ltnb-runs`: list the run cache."
+    p = argparse.ArgumentParser(prog="ltnb-runs", description="List cached ltnb runs (runs/<dataset>/<method>/<hash>).",
+                                epilog="example: ltnb-runs --dataset fmnist_lt --method crt --status finished stale")
+    _list_args(p); a = p.parse_args(argv)
+    _print_list(a)
+
+def _list_args(p):
+    p.add_argument("--runs-dir", default=None, help="default: <checkout>/runs or $LTNB_RUNS")
+    for k in ("dataset", "method", "budget", "status"): p.add_argument(f"--{k}", nargs="+", default=None)
+    p.add_argument("--seed", nargs="+", type=int, default=None)
+
+def _print_list(a):
+    df = list_runs(a.runs_dir, a.dataset, a.method, a.budget, a.status, getattr(a, "seed", None) or getattr(a, "seeds", None))
+    with pd.option_context("display.max_rows", None, "display.width", 250, "display.max_colwidth", 80):
+        print(df.to_string(index=False) if len(df) else f"no runs in {a.runs_dir or default_runs_dir()} match")
+    return df
+
 def run_cli(argv=None) -> list[dict]:
     "What `main` does, returning the printed records."
-    p = argparse.ArgumentParser(prog="ltnb-run", description="Run ltnb experiments (cached by config hash).")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--method", nargs="+", default=["ce"])
+    from ltnb.losses import METHODS, WRAPPERS
+    p = argparse.ArgumentParser(prog="ltnb-run", description="Run ltnb experiments (cached by config hash).",
+                                epilog="example: ltnb-run --dataset fmnist_lt --method ce crt bsce+ikl --budget cpu --seeds 0 1 2")
+    p.add_argument("--dataset", help="a registered dataset (ltnb.data.DATASETS)")
+    p.add_argument("--method", nargs="+", default=["ce"], help="method names, plain or composite (bsce+ikl+kc)")
     p.add_argument("--budget", default="smoke", choices=BUDGETS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--device", default="auto")
     p.add_argument("--runs-dir", default=None, help="default: <checkout>/runs or $LTNB_RUNS")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe overrides, e.g. train.lr=0.05 data.imb_factor=0.02")
+    p.add_argument("--one-run", action="store_true", help="train a method's stage 1 inside its own run, not as a shared parent run")
+    p.add_argument("--rerun", choices=["stale", "all"], default=None, help="recompute runs made by another ltnb version (stale) or every run (all)")
+    p.add_argument("--download", action="store_true", help="download the dataset where its host allows it")
+    p.add_argument("--list", action="store_true", help="list the cached runs (filtered by --dataset/--method/--budget/--seeds) and exit")
     p.add_argument("--progress", action="store_true")
     a = p.parse_args(argv)
+    if a.list:
+        a.dataset, a.status = ([a.dataset] if a.dataset else None), None
+        a.method = a.method if argv and "--method" in argv else None
+        a.seeds = a.seeds if argv and "--seeds" in argv else None
+        a.budget = [a.budget] if argv and "--budget" in argv else None
+        return _print_list(a).to_dict("records")
+    if not a.dataset: p.error("--dataset is required (or --list)")
     overrides = {}
     for kv in a.set:
         if "=" not in kv: p.error(f"--set expects KEY=VALUE, got {kv!r}")
@@ -516,14 +633,15 @@ def run_cli(argv=None) -> list[dict]:
     data, out = None, []
     for m in a.method:
         if not method_available(m):
-            from ltnb.losses import METHODS, WRAPPERS, _WRAPPER_HOMES, _wrapper
-            wr = "; ".join(f"<method>+{w} with options {', '.join(getattr(_wrapper(w), 'options', {}))}" for w in _WRAPPER_HOMES)
+            wr = "; ".join(f"<method>+{w} with options {', '.join(getattr(WRAPPERS[w], 'options', {}))}" for w in WRAPPERS.names())
             p.error(f"unknown method {m!r}. Valid methods: {', '.join(METHODS.names())}. Composite names: {wr}")
         for s in a.seeds:
-            cfg = run_config(a.dataset, m, a.budget, s, **overrides)
-            if data is None and not is_finished(run_dir(cfg, a.runs_dir)): data = get_dataset(a.dataset, **cfg["data"])
-            r = run(cfg, a.runs_dir, data=data, device=a.device, progress=a.progress)
-            rec = dict(method=m, seed=s, run=str(r.path), cached=r.from_cache, last=_brief(r.last), best=_brief(r.best))
+            cfg = run_config(a.dataset, m, a.budget, s, from_parent=not a.one_run, **overrides)
+            if data is None and not _all_finished(cfg, a.runs_dir):
+                data = get_dataset(a.dataset, **cfg["data"], **({"download": True} if a.download else {}))
+            r = run(cfg, a.runs_dir, data=data, device=a.device, progress=a.progress, rerun=a.rerun)
+            rec = dict(method=m, seed=s, run=str(r.path), cached=r.from_cache, parent=(r.provenance.get("parent") or {}).get("path"),
+                       last=_brief(r.last), best=_brief(r.best))
             print(json.dumps(rec)); out.append(rec)
     return out
 

@@ -14,9 +14,9 @@ from .iur import PredictionMemory, cks_mask, iur_loss, logit_mse_loss, count_div
 from .icl import FeatureBank, class_centres, similarity_matrix, icl_soft_labels, icl_loss, collect_features
 
 # %% auto #0
-__all__ = ['ALPHA_STRATEGIES', 'alpha_at', 'kc_project', 'IKL', 'LTRL', 'epoch_times', 'PredictionMemory', 'cks_mask', 'iur_loss',
-           'logit_mse_loss', 'count_divided_logits', 'FeatureBank', 'class_centres', 'similarity_matrix',
-           'icl_soft_labels', 'icl_loss']
+__all__ = ['ALPHA_STRATEGIES', 'alpha_at', 'kc_project', 'IKL', 'LTRL', 'epoch_times', 'ltrl_ablation_rows', 'learned_alphas',
+           'ltrl_gains', 'PredictionMemory', 'cks_mask', 'iur_loss', 'logit_mse_loss', 'count_divided_logits',
+           'FeatureBank', 'class_centres', 'similarity_matrix', 'icl_soft_labels', 'icl_loss']
 
 # %% ../nbs/12_ikl.ipynb #946f16e6
 _all_ = ["PredictionMemory", "cks_mask", "iur_loss", "logit_mse_loss", "count_divided_logits",
@@ -284,3 +284,75 @@ def epoch_times(dataset: str = "digits_lt",
     df = pd.DataFrame(rows)
     df["overhead"] = df["sec_per_epoch"] / df["sec_per_epoch"].iloc[0] - 1
     return df
+
+# %% ../nbs/12_ikl.ipynb #7c902b40
+from .reproduce import declare_table
+
+_ALPHA = lambda a: ("ce+ikl", {"alpha": a})
+declare_table("ikl_table1", title="IKL Table 1 — CIFAR-100-LT top-1 at imbalance factors 10 / 50 / 100", dataset="cifar100_lt",
+    sweep="imb_factor", scale_setting={"imb_factor": 100},
+    rows={"Softmax": "ce", "BBN": None, "BSCE": "bsce", "RIDE": None, "SADE": None,
+          "Softmax+IKL": "ce+ikl", "BSCE+IKL": "bsce+ikl", "RIDE+IKL": None, "SADE+IKL": None,
+          "BSCE†": None, "PaCo†": None, "SADE†": None, "BSCE+IKL†": None, "PaCo+IKL†": None, "SADE+IKL†": None})
+declare_table("ikl_table2", title="IKL Table 2 — ImageNet-LT, many / medium / few / all", dataset="imagenet_lt",
+    rows={"Softmax": "ce", "Decouple-LWS": "lws", "BSCE": "bsce", "LADE": None, "PaCo": None, "RIDE": None, "SADE": None,
+          "Softmax+IKL": "ce+ikl", "BSCE+IKL": "bsce+ikl", "PaCo+IKL": None, "RIDE+IKL": None, "SADE+IKL": None,
+          "PaCo†": None, "SADE†": None, "PaCo+IKL†": None, "SADE+IKL†": None})
+declare_table("ikl_table3", title="IKL Table 3 — Places-LT (ImageNet-pretrained ResNet-152)", dataset="places_lt",
+    rows={"Softmax": "ce", "BLS": "bsce", "LADE": None, "RIDE": None, "SADE": None,      # BLS = balanced softmax
+          "Softmax+IKL": "ce+ikl", "BLS+IKL": "bsce+ikl", "LADE+IKL": None, "RIDE+IKL": None, "SADE+IKL": None,
+          "PaCo†": None, "NCL": None, "PaCo+IKL†": None})
+declare_table("ikl_table4", title="IKL Table 4 — iNaturalist 2018", dataset="inat18",
+    rows={"Softmax": "ce", "BLS": "bsce", "LADE†": None, "MiSLAS": None, "RIDE": None, "SADE": None,
+          "Softmax+IKL": "ce+ikl", "BLS+IKL": "bsce+ikl", "LADE+IKL": None, "RIDE+IKL": None, "SADE+IKL": None,
+          "PaCo†": None, "SADE†": None, "NCL": None, "PaCo+IKL†": None, "SADE+IKL†": None, "NCL+IKL†": None})
+declare_table("ikl_table5", title="IKL Table 5 — ImageNet-LT top-1 per backbone", dataset="imagenet_lt",
+    sweep="backbone", sweep_values={"ResNet-50": "resnet50", "ResNeXt-50": "resnext50_32x4d", "Swin-T": None, "Swin-S": None},
+    scale_setting={"backbone": "ResNeXt-50"},   # IKL's ImageNet-LT backbone: the column another model is compared with
+    rows={"Softmax": "ce", "OLTR": None, "τ-norm": "tau_norm", "cRT": "crt", "LWS": "lws", "LDAM": "ldam_drw", "RIDE": None,
+          "Softmax+IKL": "ce+ikl", "τ-norm+IKL": "tau_norm+ikl", "cRT+IKL": "crt+ikl", "LWS+IKL": "lws+ikl",
+          "LDAM+IKL": "ldam_drw+ikl", "RIDE+IKL": None})
+declare_table("ikl_table6", title="IKL Table 6 — CIFAR-100-LT (IF 100), many / medium / few / all", dataset="cifar100_lt",
+    rows={"Softmax": "ce", "OLTR": None, "τ-norm": "tau_norm", "cRT": "crt", "LDAM": "ldam_drw", "RIDE": None, "SADE": None,
+          "Softmax+IKL": "ce+ikl", "LDAM+IKL": "ldam_drw+ikl", "RIDE+IKL": None, "SADE+IKL": None})
+declare_table("ikl_table7", title="IKL Table 7 — IUR / ICL ablation on Softmax, CIFAR-100-LT IF 100", dataset="cifar100_lt",
+    rows={"Softmax": "ce", "Softmax+ICL": "ce+ikl+noiur", "Softmax+IUR": "ce+ikl+noicl", "Softmax+IUR+ICL": "ce+ikl"})
+declare_table("ikl_table8", title="IKL Table 8 — the α strategies of Eq. 9 (Softmax + IKL, CIFAR-100-LT IF 100)",
+    dataset="cifar100_lt", paper_columns={"all": "top1"},
+    note="The paper's single 'Top-1' column equals Table 7's many-shot numbers at its baseline: compare it with many too.",
+    rows={"Softmax (reference)": "ce", "Equal weight": _ALPHA("equal"), "Linear Increment": _ALPHA("linear"),
+          "Cosine Increment": _ALPHA("cosine"), "Learnable Parameter": _ALPHA("learnable"),
+          "Parabolic Increment": _ALPHA("parabolic")})
+declare_table("ltrl_table8", title="LTRL Table 8 — KR / KS / KC ablation (RIDE and SADE; ImageNet-LT, iNat 2018)",
+    dataset="imagenet_lt",
+    rows={"RIDE": None, "SADE": None, "RIDE+KR": None, "SADE+KR": None, "RIDE+KS": None, "SADE+KS": None,
+          "RIDE+KR+KS": None, "SADE+KR+KS": None, "RIDE+KR+KS+KC": None, "SADE+KR+KS+KC": None})
+
+def ltrl_ablation_rows(base: str = "bsce", label: str | None = None) -> dict:
+    "LTRL Table 8's five rows (none, KR, KS, KR+KS, KR+KS+KC) on the base method `base`."
+    b = label or base.upper()
+    return {b: base, f"{b}+KR": f"{base}+ltrl+noicl+nokc", f"{b}+KS": f"{base}+ltrl+noiur+nokc",
+            f"{b}+KR+KS": f"{base}+ltrl+nokc", f"{b}+KR+KS+KC": f"{base}+ltrl"}
+
+# %% ../nbs/12_ikl.ipynb #24bf9477
+def learned_alphas(runs) -> pd.DataFrame:
+    "The final α = σ(θ) of every run with the learnable strategy."
+    import pandas as pd
+    rows = [dict(row=r.label, seed=r.config["seed"], alpha=torch.sigmoid(r.method_state_dict()["alpha_logit"]).item())
+            for r in runs if r.config["method"].get("alpha") == "learnable"]
+    return pd.DataFrame(rows, columns=["row", "seed", "alpha"])
+
+_STEPS = ["none", "KR", "KS", "KR+KS", "KR+KS+KC"]
+
+def ltrl_gains(rep, base: str = "bsce") -> pd.DataFrame:
+    "Top-1 gain of each LTRL part over its host: the paper's (RIDE / SADE per dataset) beside ltnb's on `base`."
+    import pandas as pd
+    B = base.upper()
+    step = lambda label, b: label[len(b) + 1:] if label.startswith(b + "+") else "none"
+    p = rep.paper[rep.paper.method.isin(rep.spec.rows)]
+    p = p.assign(step=[step(m, b) for m, b in zip(p.method, p.base_method)], column=[f"paper {d} {b}" for d, b in zip(p.dataset, p.base_method)])
+    wide = p.pivot(index="step", columns="column", values="all").reindex(_STEPS)
+    t = rep.table.set_index("method")
+    ours = pd.Series({step(k, B): t.loc[k, "all_mean"] for k in ltrl_ablation_rows(base, B) if k in t.index}).reindex(_STEPS)
+    out = pd.concat([wide - wide.loc["none"], (ours - ours.get("none")).rename(f"ltnb {B} on {rep.dataset}")], axis=1)
+    return out.round(2)

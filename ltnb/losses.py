@@ -16,10 +16,10 @@ from .core import Registry, Stage, Method
 __all__ = ['CB_FORMS', 'METHODS', 'register_method', 'WRAPPERS', 'register_wrapper', 'cross_entropy', 'balanced_softmax_loss',
            'logit_adjustment', 'logit_adjusted_loss', 'posthoc_adjust', 'ldam_margins', 'ldam_loss',
            'effective_number_weights', 'drw_weights', 'default_drw_epoch', 'focal_loss', 'class_balanced_loss',
-           'split_method_name', 'method_arguments', 'method_class', 'method_available', 'create_method',
-           'CrossEntropyMethod', 'BalancedSoftmax', 'LogitAdjustedLoss', 'PosthocLogitAdjustment', 'Focal', 'CBSoftmax',
-           'CBSigmoid', 'CBFocal', 'LDAM', 'LDAMDRW', 'CEDRW', 'tau_normalize', 'tau_norm_sweep', 'CRT', 'LWS',
-           'TauNorm']
+           'split_method_name', 'method_arguments', 'method_class', 'parent_method', 'method_recipe',
+           'method_available', 'create_method', 'CrossEntropyMethod', 'BalancedSoftmax', 'LogitAdjustedLoss',
+           'PosthocLogitAdjustment', 'Focal', 'CBSoftmax', 'CBSigmoid', 'CBFocal', 'LDAM', 'LDAMDRW', 'CEDRW',
+           'tau_normalize', 'tau_norm_sweep', 'CRT', 'LWS', 'TauNorm', 'nearest_class_mean_logits', 'NCM']
 
 # %% ../nbs/03_losses.ipynb #3adf0a1e
 def _as_tensor(x, like: torch.Tensor | None = None) -> torch.Tensor:
@@ -140,16 +140,13 @@ register_method = METHODS.register
 # Wrappers add a method on top of any registered one ("bsce+ikl+kc"): name -> class(base_method, options, **kw).
 WRAPPERS = Registry("method wrapper")
 register_wrapper = WRAPPERS.register
-_WRAPPER_HOMES = {"ikl": "ltnb.ikl", "ltrl": "ltnb.ikl"}   # modules that register wrappers, imported on first use
 
 def split_method_name(name: str) -> tuple:
     "'bsce+ikl+kc' -> ('bsce', 'ikl', ('kc',)); a plain name -> (name, None, ())."
     base, *rest = str(name).split("+")
     return (base, rest[0], tuple(rest[1:])) if rest else (base, None, ())
 
-def _wrapper(wname: str):
-    if wname not in WRAPPERS and wname in _WRAPPER_HOMES: importlib.import_module(_WRAPPER_HOMES[wname])
-    return WRAPPERS[wname]
+def _wrapper(wname: str): return WRAPPERS[wname]   # every wrapper is registered once `import ltnb` has run
 
 def _arguments(cls, drop=("self", "counts")) -> list:
     return [p for p in inspect.signature(cls.__init__).parameters if p not in drop]
@@ -163,6 +160,16 @@ def method_arguments(name: str) -> list:
 def method_class(name: str):
     "The registered class of `name`'s base method (it says which model the method needs: `model_kw`)."
     return METHODS[split_method_name(name)[0]]
+
+def parent_method(name: str) -> str | None:
+    "The method whose run trains `name`'s first stage(s), with the same wrapper ('crt+ikl' -> 'ce+ikl'), or None."
+    base, wname, opts = split_method_name(name)
+    p = METHODS[base].parent
+    return None if p is None else "+".join([p, wname, *opts]) if wname else p
+
+def method_recipe(name: str, dataset: str) -> dict:
+    "The recipe values `name` declares for `dataset`, as {argument: (value, source)} (a composite: its base's)."
+    return method_class(name).recipe_for(dataset)
 
 def method_available(name: str) -> bool:
     "Whether `name` (plain or composite) names registered methods and valid wrapper options."
@@ -227,9 +234,11 @@ class LogitAdjustedLoss(Method):
 class PosthocLogitAdjustment(Method):
     "CE training, logits z - tau log pi at evaluation (Menon et al. 2021, post-hoc)."
     name, paper_name = "la_posthoc", "Logit Adjustment (post-hoc)"
+    parent, posthoc = "ce", True
     def __init__(self, counts, tau: float = 1.0):
         super().__init__(_check_counts(counts), tau=tau); self.tau = tau
     def eval_logits(self, out): return posthoc_adjust(out["logits"], self.prior, self.tau)
+    def posthoc_logits(self, outputs, parent): return posthoc_adjust(torch.as_tensor(outputs["logits"]), self.prior, self.tau)
 
 @register_method("focal")
 class Focal(Method):
@@ -283,8 +292,16 @@ class CBFocal(_ClassBalanced):
     name, paper_name, loss_type = "cb_focal", "CB Focal", "focal"
 
 # %% ../nbs/03_losses.ipynb #a6cfdaf8
+_DRW_RECIPE = {   # where DRW switches on; reduced budgets scale it with the run's epochs ("epochs" scaling)
+    "*": dict(drw_epoch=(160, "LDAM-DRW cifar_train.py: DRW from epoch 160 of 200 (baselines.md §3)")),
+    "imagenet_lt": dict(drw_epoch=(144, "ltnb choice: 0.8 of the 180 epochs, as 160/200")),
+    "places_lt": dict(drw_epoch=(24, "ltnb choice: 0.8 of the 30 epochs, as 160/200")),
+    "inat18": dict(drw_epoch=(80, "ltnb choice: 0.8 of the 100 epochs, as 160/200")),
+}
+
 class _DRWMixin:
     "Deferred re-weighting: weights at `epoch` (0-based over the run)."
+    recipe, recipe_scaling = _DRW_RECIPE, {"drw_epoch": "epochs"}
     def _drw_weight(self, epoch, stage):
         if not self.drw: return None
         at = self.drw_epoch if self.drw_epoch is not None else default_drw_epoch(stage.epochs)
@@ -349,10 +366,22 @@ def tau_norm_sweep(features: torch.Tensor,  # (N, D) saved features
     return torch.stack([((f @ tau_normalize(w, float(tau)).t()).argmax(1) == t).float().mean() * 100 for tau in taus])
 
 # %% ../nbs/03_losses.ipynb #1bc1b893
+_DECOUPLE_RECIPE = {   # cRT and LWS stage 2 (baselines.md §5); smaller budgets use their own stage-2 length
+    "*": dict(stage2_epochs=(10, "classifier-balancing cls_crt.yaml: 10 epochs (no CIFAR config exists; baselines.md §5)"),
+              stage2_lr=(0.1, "ltnb choice: the stage-1 lr (no official CIFAR cRT config; baselines.md §5)")),
+    "imagenet_lt": dict(stage2_epochs=(10, "classifier-balancing cls_crt.yaml: 10 epochs (baselines.md §5)"),
+                        stage2_lr=(0.2, "classifier-balancing cls_crt.yaml: lr 0.2, cosine (baselines.md §5)")),
+    "places_lt": dict(stage2_epochs=(10, "classifier-balancing Places-LT cRT config: 10 epochs (baselines.md §5)"),
+                      stage2_lr=(0.1, "classifier-balancing Places-LT cRT config: classifier lr 0.1 (baselines.md §5)")),
+    "inat18": dict(stage2_epochs=(30, "classifier-balancing iNat18 cRT config: 30 epochs (baselines.md §5)"),
+                   stage2_lr=(0.2, "ltnb choice: the ImageNet-LT config's lr")),
+}
+
 @register_method("crt")
 class CRT(Method):
     "Classifier re-training (cRT): CE, then a re-initialised classifier trained with class-balanced sampling."
     name, paper_name = "crt", "cRT"
+    parent, recipe, recipe_scaling = "ce", _DECOUPLE_RECIPE, {"stage2_epochs": "stage2"}
     def __init__(self, counts=None, stage2_epochs: int = 10, stage2_lr: float | None = None,
                  sampler: str = "class_balanced", bn_mode: str = "train"):
         super().__init__(counts, stage2_epochs=stage2_epochs, stage2_lr=stage2_lr, sampler=sampler, bn_mode=bn_mode)
@@ -364,6 +393,7 @@ class CRT(Method):
 class LWS(Method):
     "Learnable weight scaling (LWS): CE, then per-class logit scales f_c with everything else frozen."
     name, paper_name = "lws", "LWS"
+    parent, recipe, recipe_scaling = "ce", _DECOUPLE_RECIPE, {"stage2_epochs": "stage2"}
     def __init__(self, counts, stage2_epochs: int = 5, stage2_lr: float | None = None,
                  sampler: str = "class_balanced", bn_mode: str = "train"):
         super().__init__(_check_counts(counts), stage2_epochs=stage2_epochs, stage2_lr=stage2_lr, sampler=sampler, bn_mode=bn_mode)
@@ -380,6 +410,7 @@ class LWS(Method):
 class TauNorm(Method):
     "τ-normalisation: CE, then (no training) logits x·w_c/||w_c||^tau with the bias dropped."
     name, paper_name = "tau_norm", "τ-norm"
+    parent, posthoc = "ce", True
     def __init__(self, counts, tau: float = 1.0):
         if not isinstance(tau, (int, float)):
             raise ValueError("tau must be a number; to choose it, run `tau_norm_sweep` on held-out features "
@@ -392,7 +423,37 @@ class TauNorm(Method):
     def eval_logits(self, out):
         if self.tau_weight.numel() == 0: return out["logits"]
         return out["features"].float() @ self.tau_weight.t()
+    def posthoc_logits(self, outputs, parent):
+        "Post hoc: the parent run's saved features times its τ-normalised classifier weights."
+        if self.tau_weight.numel() == 0:
+            self.tau_weight = tau_normalize(_classifier_weight(parent.model(), self.num_classes).float(), self.tau)
+        return torch.as_tensor(outputs["features"]).float() @ self.tau_weight.t()
     def _load_from_state_dict(self, state_dict, prefix, *args, **kw):
         k = prefix + "tau_weight"
         if k in state_dict: self.tau_weight = torch.empty_like(state_dict[k], device=self.counts.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kw)
+
+def nearest_class_mean_logits(features: torch.Tensor,        # (N, D) features to classify
+                              train_features: torch.Tensor,  # (M, D) training-set features (a clean pass)
+                              train_targets: torch.Tensor,   # (M,)
+                              num_classes: int) -> torch.Tensor:
+    "NCM: logits = -||f/|f| - mu_c||_2, mu_c the mean of class c's L2-normalised training features."
+    nz = lambda f: F.normalize(torch.as_tensor(f).float(), dim=1)
+    t = torch.as_tensor(train_targets).long()
+    mu = torch.zeros(num_classes, train_features.shape[1]).index_add_(0, t, nz(train_features))
+    mu = mu / torch.bincount(t, minlength=num_classes).clamp(min=1)[:, None].float()
+    return -torch.cdist(nz(features), mu)
+
+@register_method("ncm")
+class NCM(Method):
+    "Nearest class mean (Kang et al. 2020) on a finished CE run's features: post hoc only."
+    name, paper_name = "ncm", "NCM"
+    parent, posthoc = "ce", True
+    one_run = False   # no one-run form: NCM needs the finished run's training-set features
+    def __init__(self, counts): super().__init__(_check_counts(counts))
+    def posthoc_logits(self, outputs, parent):
+        tr = parent.outputs("train")
+        if "features" not in tr: raise ValueError(f"NCM needs the training-set features, and run {parent.path} has none "
+                                                  "(it was made with train.save_train_features=False)")
+        return nearest_class_mean_logits(torch.as_tensor(outputs["features"]), torch.as_tensor(tr["features"]),
+                                         torch.as_tensor(tr["targets"]), self.num_classes)
