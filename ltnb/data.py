@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #1b7ffa5b
 from __future__ import annotations
-import gzip, os, pickle, struct
+import gzip, inspect, os, pickle, struct
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Callable
@@ -17,11 +17,11 @@ from .sampling import img_num_per_cls, select_lt_indices, shot_groups, ShotGroup
 
 # %% auto #0
 __all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'INAT_MEAN', 'INAT_STD', 'FMNIST_MEAN', 'FMNIST_STD',
-           'MNIST_MEAN', 'MNIST_STD', 'DIGITS_MEAN', 'DIGITS_STD', 'DATASETS', 'register_dataset', 'FMNIST_CLASSES',
-           'CIFAR10_CLASSES', 'ArrayDataset', 'ImageListDataset', 'LTData', 'ToFloat', 'Cutout', 'cifar_transforms',
-           'small_transforms', 'imagenet_transforms', 'read_idx', 'read_cifar_batch', 'read_split_file',
-           'stratified_split', 'get_dataset', 'digits_lt', 'fmnist_lt', 'mnist_lt', 'cifar10_lt', 'cifar100_lt',
-           'imagenet_lt', 'places_lt', 'inat18']
+           'MNIST_MEAN', 'MNIST_STD', 'DIGITS_MEAN', 'DIGITS_STD', 'DATA_ENV', 'DATASETS', 'register_dataset',
+           'FMNIST_CLASSES', 'CIFAR10_CLASSES', 'ArrayDataset', 'ImageListDataset', 'LTData', 'ToFloat', 'Cutout',
+           'cifar_transforms', 'small_transforms', 'imagenet_transforms', 'read_idx', 'read_cifar_batch',
+           'read_split_file', 'stratified_split', 'find_checkout', 'data_dir', 'can_download', 'get_dataset',
+           'digits_lt', 'fmnist_lt', 'mnist_lt', 'cifar10_lt', 'cifar100_lt', 'imagenet_lt', 'places_lt', 'inat18']
 
 # %% ../nbs/01_data.ipynb #09e8444e
 class ArrayDataset(Dataset):
@@ -244,6 +244,11 @@ def _missing(name: str, looked: list, how: str) -> FileNotFoundError:
     where = "\n".join(f"  - {p}" for p in looked)
     return FileNotFoundError(f"{name}: data not found. Looked for:\n{where}\nHow to get it: {how}\n(see data/README.md)")
 
+def _no_download(name: str, expected: list, how: str) -> ValueError:
+    where = "\n".join(f"  - {p}" for p in expected)
+    return ValueError(f"{name}: download=True is not available: its host does not allow scripted downloads. Put the files "
+                      f"here yourself:\n{where}\nHow to get them: {how}\n(see data/README.md)")
+
 def _find_files(dirs, names) -> Path | None:
     "First directory holding every file of `names` (each possibly gzipped)."
     for d in dirs:
@@ -255,22 +260,48 @@ def _pick(d: Path, n: str) -> Path: return d / n if (d / n).exists() else d / (n
 
 def _default(v, d): return d if v is None else v   # None = "the dataset's default", so callers can pass kw uniformly
 
+# %% ../nbs/01_data.ipynb #4d4fe8d5
+DATA_ENV = "LTNB_DATA"
+
+def find_checkout(pkg_dir) -> Path | None:
+    "The source checkout holding the package folder `pkg_dir`: its parent if that has `settings.ini` and `nbs/`, else None."
+    root = Path(pkg_dir).resolve().parent
+    return root if (root / "settings.ini").is_file() and (root / "nbs").is_dir() else None
+
+def data_dir() -> Path:
+    "The default data root: `$LTNB_DATA`, else `<checkout>/data` when ltnb runs from a source checkout, else `./data`."
+    if os.environ.get(DATA_ENV): return Path(os.environ[DATA_ENV]).expanduser()
+    import ltnb
+    checkout = find_checkout(Path(ltnb.__file__).parent)
+    return checkout / "data" if checkout is not None else Path.cwd() / "data"
+
+def _root(root) -> Path: return data_dir() if root is None else Path(root)
+
 # %% ../nbs/01_data.ipynb #881af0ee
 DATASETS = Registry("dataset")
 register_dataset = DATASETS.register
 
+def can_download(name: str) -> bool:
+    "Whether `get_dataset(name, download=True)` obtains the data without manual steps."
+    return bool(getattr(DATASETS[name], "_ltnb_meta", {}).get("downloadable", False))
+
 def get_dataset(
-    name: str,            # a registered dataset (DATASETS.names())
-    root="data",          # data root; see data/README.md for the layout under it
-    **kw,                 # imb_factor, subset, val_fraction, seed, augment, n_max, download, ... (per dataset)
+    name: str,              # a registered dataset (DATASETS.names())
+    root=None,              # data root (None: `data_dir()`); see data/README.md for the layout under it
+    download: bool = False, # fetch missing files where the host allows it (`can_download`); else True is an error
+    **kw,                   # imb_factor, subset, val_fraction, seed, augment, n_max, ... (per dataset)
 ) -> LTData:
     "Build the registered dataset `name` under `root`."
-    return DATASETS[name](root=root, **kw)
+    fn = DATASETS[name]
+    if "download" in inspect.signature(fn).parameters: kw["download"] = download
+    elif download: raise ValueError(f"{name}: download=True is not available for this dataset; put its files in place "
+                                    f"yourself (see data/README.md)")
+    return fn(root=_root(root), **kw)
 
 # %% ../nbs/01_data.ipynb #429750d5
-@register_dataset("digits_lt")
+@register_dataset("digits_lt", downloadable=True)
 def digits_lt(
-    root="data",             # unused: the data ships with scikit-learn
+    root=None,               # unused: the data ships with scikit-learn
     imb_factor: float | None = 0.1,  # n_min / n_max (None: the default)
     n_max: float | None = 100,  # head-class count (the pool has 124-133 per class)
     subset: str = "ldam",    # "ldam" | "first_n"
@@ -279,7 +310,7 @@ def digits_lt(
     augment: bool | str = False,
     profile: str = "exp",
     test_per_class: int = 50,
-    download: bool = False,  # unused
+    download: bool = False,  # nothing to download: the data ships with scikit-learn
 ) -> LTData:
     "scikit-learn digits (8x8), long-tailed: the embedded dataset that trains in seconds."
     from sklearn.datasets import load_digits
@@ -318,9 +349,9 @@ def _idx_lt(name, dirs, how, tv_cls, root, download, classes, mean, std, *, imb_
                       n_max=n_max, subset=subset, seed=seed, val_fraction=val_fraction, profile=profile, train_tf=train_tf,
                       test_tf=test_tf, mean=mean, std=std, info=dict(source=str(d), augment=augment))
 
-@register_dataset("fmnist_lt")
+@register_dataset("fmnist_lt", downloadable=True)
 def fmnist_lt(
-    root="data",
+    root=None,                 # None: `data_dir()`
     imb_factor: float | None = 0.01,  # IF 100 (None: the default)
     n_max: float | None = 500, # datasets.md §6: 4 / 3 / 3 shot groups at IF 100
     subset: str = "ldam",
@@ -332,7 +363,7 @@ def fmnist_lt(
     idx_dir=None,              # a directory holding the four IDX files (overrides the search)
 ) -> LTData:
     "Fashion-MNIST-LT (28x28) from the IDX files."
-    root, imb_factor, n_max = Path(root), _default(imb_factor, 0.01), _default(n_max, 500)
+    root, imb_factor, n_max = _root(root), _default(imb_factor, 0.01), _default(n_max, 500)
     dirs = [idx_dir] if idx_dir is not None else ["/usr/share/datasets/fashion-mnist", root / "fashion-mnist", root / "FashionMNIST" / "raw"]
     how = ("`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or copy the four files into "
            f"{root / 'fashion-mnist'}/, or pass download=True (torchvision)")
@@ -340,9 +371,9 @@ def fmnist_lt(
                    FMNIST_STD, imb_factor=imb_factor, n_max=n_max, subset=subset, seed=seed, val_fraction=val_fraction,
                    augment=augment, profile=profile)
 
-@register_dataset("mnist_lt")
+@register_dataset("mnist_lt", downloadable=True)
 def mnist_lt(
-    root="data",
+    root=None,                 # None: `data_dir()`
     imb_factor: float = 0.01,
     n_max: float | None = 500, # MNIST classes are unequal (5,421-6,742): n_max must not exceed the smallest
     subset: str = "ldam",
@@ -354,7 +385,7 @@ def mnist_lt(
     idx_dir=None,
 ) -> LTData:
     "MNIST-LT (28x28, calibration paper) from the IDX files."
-    root, imb_factor, n_max = Path(root), _default(imb_factor, 0.01), _default(n_max, 500)
+    root, imb_factor, n_max = _root(root), _default(imb_factor, 0.01), _default(n_max, 500)
     dirs = [idx_dir] if idx_dir is not None else [root / "mnist", root / "MNIST" / "raw"]
     how = f"copy the four MNIST IDX files into {root / 'mnist'}/, or pass download=True (torchvision)"
     return _idx_lt("mnist_lt", dirs, how, "MNIST", root, download and idx_dir is None, [str(c) for c in range(10)],
@@ -392,9 +423,9 @@ def _cifar(name, root, sub, train_files, test_files, label_key, meta, meta_key, 
     return _lt_arrays(name, x_tr, y_tr, x_te, y_te, classes, train_tf=train_tf, test_tf=test_tf, mean=CIFAR_MEAN,
                       std=CIFAR_STD, info=dict(source=str(d), augment=augment), **kw)
 
-@register_dataset("cifar10_lt")
+@register_dataset("cifar10_lt", downloadable=True)
 def cifar10_lt(
-    root="data",
+    root=None,                 # None: `data_dir()`
     imb_factor: float = 0.01,   # 0.01 / 0.02 / 0.1 = IF 100 / 50 / 10
     n_max: float | None = None, # None: len(train) / C = 5000
     subset: str = "ldam",       # "ldam" (LDAM-DRW & co.) | "first_n" (SHIKE, WB)
@@ -405,13 +436,13 @@ def cifar10_lt(
     download: bool = False,
 ) -> LTData:
     "CIFAR-10-LT from torchvision's on-disk batches."
-    return _cifar("cifar10_lt", root, "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
+    return _cifar("cifar10_lt", _root(root), "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
                   b"labels", "batches.meta", b"label_names", 10, "CIFAR10", download, imb_factor=imb_factor, n_max=n_max,
                   subset=subset, seed=seed, val_fraction=val_fraction, augment=augment, profile=profile)
 
-@register_dataset("cifar100_lt")
+@register_dataset("cifar100_lt", downloadable=True)
 def cifar100_lt(
-    root="data",
+    root=None,                 # None: `data_dir()`
     imb_factor: float = 0.01,
     n_max: float | None = None, # None: len(train) / C = 500
     subset: str = "ldam",
@@ -422,7 +453,7 @@ def cifar100_lt(
     download: bool = False,
 ) -> LTData:
     "CIFAR-100-LT from torchvision's on-disk pickles."
-    return _cifar("cifar100_lt", root, "cifar-100-python", ["train"], ["test"], b"fine_labels", "meta",
+    return _cifar("cifar100_lt", _root(root), "cifar-100-python", ["train"], ["test"], b"fine_labels", "meta",
                   b"fine_label_names", 100, "CIFAR100", download, imb_factor=imb_factor, n_max=n_max, subset=subset,
                   seed=seed, val_fraction=val_fraction, augment=augment, profile=profile)
 
@@ -440,13 +471,14 @@ def _class_names(paths, labels, n) -> list[str]:
     return names
 
 def _image_list(name, root, split_dir, image_root, files, defaults, how, *, val_fraction, seed, augment, image_size,
-                color_jitter, mean, std, check_images=True, info=None, fixed=None):
+                color_jitter, mean, std, check_images=True, info=None, fixed=None, download=False):
     bad = {k: v for k, v in (fixed or {}).items() if v is not None}
     if bad: raise ValueError(f"{name}: {', '.join(bad)} cannot be set: its long tail is fixed by the split files")
-    root = Path(root)
+    root = _root(root)
     sd, ir = Path(split_dir) if split_dir is not None else root / defaults[0], Path(image_root) if image_root is not None else root / defaults[1]
     need = {k: sd / f for k, f in files.items() if f is not None}
     required = [need["train"], need["test"]]
+    if download: raise _no_download(name, list(need.values()) + [ir / "…"], how)
     if not all(p.exists() for p in required):
         raise _missing(name, [p for p in required if not p.exists()] + [ir / "…"], how)
     tr_p, tr_y = read_split_file(need["train"])
@@ -467,7 +499,7 @@ def _image_list(name, root, split_dir, image_root, files, defaults, how, *, val_
 
 @register_dataset("imagenet_lt")
 def imagenet_lt(
-    root="data",
+    root=None,                 # None: `data_dir()`
     val_fraction: float = 0.0,  # > 0: carve val from train instead of ImageNet_LT_val.txt
     seed: int = 0,
     augment: bool | str = True, # RandomResizedCrop + flip + ColorJitter(0.4, 0.4, 0.4, 0)
@@ -475,7 +507,7 @@ def imagenet_lt(
     split_dir=None,             # default <root>/ImageNet_LT
     image_root=None,            # default <root>/imagenet
     check_images: bool = True,  # check that the first training image exists
-    download: bool = False,     # not available (ILSVRC-2012 needs a licence)
+    download: bool = False,     # True is an error: ILSVRC-2012 needs an image-net.org account
     imb_factor=None, subset=None, n_max=None,   # accepted as None only: the split files fix the long tail
 ) -> LTData:
     "ImageNet-LT (OLTR split files) over ILSVRC-2012 images."
@@ -486,12 +518,12 @@ def imagenet_lt(
                        dict(train="ImageNet_LT_train.txt", val="ImageNet_LT_val.txt", test="ImageNet_LT_test.txt"),
                        ("ImageNet_LT", "imagenet"), how, val_fraction=val_fraction, seed=seed, augment=augment,
                        image_size=image_size, color_jitter=True, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                       check_images=check_images,
+                       check_images=check_images, download=download,
                        fixed=dict(imb_factor=imb_factor, subset=subset, n_max=n_max))
 
 @register_dataset("places_lt")
 def places_lt(
-    root="data",
+    root=None,                 # None: `data_dir()`
     style: str = "v2",          # "v2" (MiSLAS/SADE/PaCo/MDCS, Places365-Standard 256x256 paths) | "old" (OLTR, classifier-balancing)
     val_fraction: float = 0.0,
     seed: int = 0,
@@ -500,7 +532,7 @@ def places_lt(
     split_dir=None,             # default <root>/Places_LT_v2 ("v2") or <root>/Places_LT ("old")
     image_root=None,            # default <root>/places365
     check_images: bool = True,
-    download: bool = False,     # not available
+    download: bool = False,     # True is an error: no scripted download
     imb_factor=None, subset=None, n_max=None,   # accepted as None only: the split files fix the long tail
 ) -> LTData:
     "Places-LT (both split-file path styles) over Places365-Standard images."
@@ -515,11 +547,11 @@ def places_lt(
                        ("Places_LT_v2" if style == "v2" else "Places_LT", "places365"), how + "; download=True is not available",
                        val_fraction=val_fraction, seed=seed, augment=augment, image_size=image_size, color_jitter=True,
                        mean=IMAGENET_MEAN, std=IMAGENET_STD, check_images=check_images, info=dict(style=style),
-                       fixed=dict(imb_factor=imb_factor, subset=subset, n_max=n_max))
+                       download=download, fixed=dict(imb_factor=imb_factor, subset=subset, n_max=n_max))
 
 @register_dataset("inat18")
 def inat18(
-    root="data",
+    root=None,                 # None: `data_dir()`
     val_fraction: float = 0.0,  # iNat has no separate val: the official val split is the test set
     seed: int = 0,
     augment: bool | str = True, # RandomResizedCrop + flip, no ColorJitter
@@ -527,7 +559,7 @@ def inat18(
     split_dir=None,             # default <root>/iNaturalist18
     image_root=None,            # default <root>/inat2018
     check_images: bool = True,
-    download: bool = False,     # not available
+    download: bool = False,     # True is an error: no scripted download
     imb_factor=None, subset=None, n_max=None,   # accepted as None only: the split files fix the long tail
 ) -> LTData:
     "iNaturalist 2018 (classifier-balancing split files); its val split is the test set."
@@ -538,4 +570,4 @@ def inat18(
                        dict(train="iNaturalist18_train.txt", val=None, test="iNaturalist18_val.txt"),
                        ("iNaturalist18", "inat2018"), how, val_fraction=val_fraction, seed=seed, augment=augment,
                        image_size=image_size, color_jitter=False, mean=INAT_MEAN, std=INAT_STD, check_images=check_images,
-                       fixed=dict(imb_factor=imb_factor, subset=subset, n_max=n_max))
+                       download=download, fixed=dict(imb_factor=imb_factor, subset=subset, n_max=n_max))
