@@ -142,7 +142,8 @@ def backward_terms(
     losses = [sum(g) if g else None for g in groups]
     todo = [i for i, l in enumerate(losses) if l is not None]
     grads = [[None] * len(params) for _ in range(3)]
-    for j, i in enumerate(todo):
+    for j, i in enumerate(todo):   # a group with no path to the trainable tensors (e.g. IKL's terms in LWS's stage 2) adds zero
+        if not losses[i].requires_grad: continue
         grads[i] = list(torch.autograd.grad(scale(losses[i]), params, retain_graph=j < len(todo) - 1, allow_unused=True))
     def z(g, p): return torch.zeros_like(p) if g is None else g
     used = [any(grads[i][n] is not None for i in range(3)) for n in range(len(params))]

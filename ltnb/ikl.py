@@ -285,7 +285,7 @@ def epoch_times(dataset: str = "digits_lt",
     df["overhead"] = df["sec_per_epoch"] / df["sec_per_epoch"].iloc[0] - 1
     return df
 
-# %% ../nbs/12_ikl.ipynb #7c902b40
+# %% ../nbs/12_ikl.ipynb #c8a1f8d4
 from .reproduce import declare_table
 
 _ALPHA = lambda a: ("ce+ikl", {"alpha": a})
@@ -324,7 +324,7 @@ declare_table("ikl_table8", title="IKL Table 8 — the α strategies of Eq. 9 (S
           "Cosine Increment": _ALPHA("cosine"), "Learnable Parameter": _ALPHA("learnable"),
           "Parabolic Increment": _ALPHA("parabolic")})
 declare_table("ltrl_table8", title="LTRL Table 8 — KR / KS / KC ablation (RIDE and SADE; ImageNet-LT, iNat 2018)",
-    dataset="imagenet_lt",
+    dataset="imagenet_lt", scale_setting={"dataset": "imagenet_lt"},
     rows={"RIDE": None, "SADE": None, "RIDE+KR": None, "SADE+KR": None, "RIDE+KS": None, "SADE+KS": None,
           "RIDE+KR+KS": None, "SADE+KR+KS": None, "RIDE+KR+KS+KC": None, "SADE+KR+KS+KC": None})
 
@@ -334,7 +334,7 @@ def ltrl_ablation_rows(base: str = "bsce", label: str | None = None) -> dict:
     return {b: base, f"{b}+KR": f"{base}+ltrl+noicl+nokc", f"{b}+KS": f"{base}+ltrl+noiur+nokc",
             f"{b}+KR+KS": f"{base}+ltrl+nokc", f"{b}+KR+KS+KC": f"{base}+ltrl"}
 
-# %% ../nbs/12_ikl.ipynb #24bf9477
+# %% ../nbs/12_ikl.ipynb #4e3dd56f
 def learned_alphas(runs) -> pd.DataFrame:
     "The final α = σ(θ) of every run with the learnable strategy."
     import pandas as pd

@@ -35,11 +35,7 @@ MULTI_EXPERT_UNSUPPORTED = {
     "tau_norm": "single-head",   # τ-norm rescales the rows of one classifier weight; a multi-expert model has E heads
 }
 # combinations that fail today, with the reason; strict xfail, so a fix shows up as XPASS -> failure: delete the entry
-KNOWN_FAILURES = {
-    n: "KC (LTRL's Knowledge Correction) in LWS's stage 2: only the scales f_c train and IUR/ICL use the unscaled logits, "
-       "so the KR+KS group has no grad_fn and engine.backward_terms' autograd.grad raises RuntimeError"
-    for n in ("lws+ikl+kc", "lws+ltrl")
-}
+KNOWN_FAILURES: dict = {}   # name -> reason; strict xfail, so a fixed bug turns the case red until its entry is removed
 
 
 def wrapped_names() -> list:
