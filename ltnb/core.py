@@ -99,6 +99,7 @@ class Method(nn.Module):
     def on_epoch_start(self, epoch: int, stage: Stage, model: nn.Module): pass
     def loss_terms(self, out: dict, target: torch.Tensor, index: torch.Tensor, epoch: int, stage: Stage) -> dict:
         return {"ce": nn.functional.cross_entropy(out["logits"].float(), target)}
+    def after_step(self, model: nn.Module, epoch: int, stage: Stage): pass
     def on_batch_end(self, out: dict, target, index, epoch: int, stage: Stage): pass
     def on_epoch_end(self, epoch: int, stage: Stage, model: nn.Module): pass
     def eval_logits(self, out: dict) -> torch.Tensor: return out["logits"]

@@ -324,6 +324,7 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
             loss = backward_terms(terms, self.params, rule, self.scaler.scale)
             self.scaler.step(opt); self.scaler.update()
+            method.after_step(model, epoch, stage)        # e.g. MaxNorm's projection of the classifier rows (WB)
             outd = {k: (v.detach() if torch.is_tensor(v) else v) for k, v in out.items()}
             method.on_batch_end(outd, y, idx, epoch, stage)
             b = len(y); n += b

@@ -139,6 +139,7 @@ class IKL(Method):
         self.total_epochs = max(sum(s.epochs for s in st), 1)
         return st
     def on_stage_start(self, stage, model): self.base.on_stage_start(stage, model)
+    def after_step(self, model, epoch, stage): self.base.after_step(model, epoch, stage)
     def on_epoch_start(self, epoch, stage, model):
         self.base.on_epoch_start(epoch, stage, model)
         if self.bank is not None: self.bank.reset()
@@ -285,7 +286,7 @@ def epoch_times(dataset: str = "digits_lt",
     df["overhead"] = df["sec_per_epoch"] / df["sec_per_epoch"].iloc[0] - 1
     return df
 
-# %% ../nbs/12_ikl.ipynb #c8a1f8d4
+# %% ../nbs/12_ikl.ipynb #ff07991d
 from .reproduce import declare_table
 
 _ALPHA = lambda a: ("ce+ikl", {"alpha": a})
@@ -334,7 +335,7 @@ def ltrl_ablation_rows(base: str = "bsce", label: str | None = None) -> dict:
     return {b: base, f"{b}+KR": f"{base}+ltrl+noicl+nokc", f"{b}+KS": f"{base}+ltrl+noiur+nokc",
             f"{b}+KR+KS": f"{base}+ltrl+nokc", f"{b}+KR+KS+KC": f"{base}+ltrl"}
 
-# %% ../nbs/12_ikl.ipynb #4e3dd56f
+# %% ../nbs/12_ikl.ipynb #fbd781c9
 def learned_alphas(runs) -> pd.DataFrame:
     "The final α = σ(θ) of every run with the learnable strategy."
     import pandas as pd
