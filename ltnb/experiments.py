@@ -343,12 +343,12 @@ def _train(cfg, path, parent, data, device, progress, stop_after) -> Run:
     data, model, method = build(cfg, data)
     known = {f.name for f in fields(TrainConfig)}
     tc = TrainConfig(**{k: v for k, v in cfg["train"].items() if k in known}, device=device, progress=progress)
-    path.mkdir(parents=True, exist_ok=True)
-    _dump_json(path / "config.json", cfg)
     init = None if parent is None else dict(model=parent.state_dict(), method=parent.method_state_dict())
     t0 = time.time()
     trainer = Trainer(model, method, data, tc, ckpt_dir=path / "ckpt", first_stage=method.parent_stages if parent else 0,
-                      init_state=init)
+                      init_state=init)               # checks the device: nothing is written before the inputs are valid
+    path.mkdir(parents=True, exist_ok=True)
+    _dump_json(path / "config.json", cfg)
     res = trainer.fit(max_epochs_this_call=stop_after)
     if not res.complete: return Run(path, cfg, {}, res.history, {}, complete=False)   # stopped on purpose: the checkpoint stays
     wall = sum(h.get("time", 0.0) for h in res.history) or (time.time() - t0)  # all calls, resumed ones included
