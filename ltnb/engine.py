@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_engine.ipynb #5ff70659
 from __future__ import annotations
-import copy, math, os, random, resource, tempfile, time
+import copy, math, os, random, resource, tempfile, time, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,8 @@ from .core import Stage, Method, GradRule, trainable_parameters
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'LAST_LABEL', 'BEST_LABEL', 'derive_seed', 'seed_everything', 'lr_at', 'TrainConfig', 'resolve_device',
-           'stage_settings', 'backward_terms', 'set_bn_mode', 'to_plain', 'atomic_save', 'load_checkpoint',
-           'TrainResult', 'Trainer', 'benchmark_throughput']
+           'stage_settings', 'backward_terms', 'set_bn_mode', 'to_plain', 'StorageError', 'atomic_write', 'atomic_save',
+           'load_checkpoint', 'TrainResult', 'Trainer', 'benchmark_throughput']
 
 # %% ../nbs/05_engine.ipynb #6f04c697
 def derive_seed(seed: int, *keys: int) -> int:
@@ -109,8 +109,9 @@ class TrainConfig:
 def resolve_device(device: str = "auto") -> torch.device:
     "'auto' -> cuda if available, else cpu."
     if device == "auto": return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available(): raise RuntimeError(f"device {device!r} asked for but CUDA is not available; use device='cpu' or 'auto'")
+    try: dev = torch.device(device)
+    except (RuntimeError, TypeError) as e: raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'") from e
+    if dev.type == "cuda" and not torch.cuda.is_available(): raise ValueError(f"device {device!r} asked for but CUDA is not available; use device='cpu' or 'auto'")
     return dev
 
 def stage_settings(stage: Stage, cfg: TrainConfig) -> dict:
@@ -179,18 +180,46 @@ def to_plain(x):
     if x is None or isinstance(x, (bool, int, float, str, torch.Tensor)): return x
     raise TypeError(f"cannot store a {type(x).__name__} in a weights_only checkpoint; convert it to a tensor or plain value")
 
-def atomic_save(obj, path) -> Path:
-    "`torch.save(obj)` to a temp file next to `path`, fsync, then `os.replace` onto `path`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+class StorageError(OSError):
+    "A file of a run could not be written: no space left, or a read-only / unwritable folder (the message says which)."
+
+def _storage_error(e: BaseException, path: Path) -> BaseException:
+    "A clear `StorageError` for a full disk or an unwritable folder; other errors unchanged."
+    import errno
+    full = (isinstance(e, OSError) and e.errno == errno.ENOSPC) or (isinstance(e, RuntimeError) and "unexpected pos" in str(e))
+    if full: return StorageError(errno.ENOSPC, f"no space left on {path.parent} while writing {path.name}; the files written "
+                                               "before it were kept (a run resumes from its last checkpoint once space is freed)")
+    if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return StorageError(e.errno, f"{path.parent} is not writable ({e.strerror}); choose another runs folder with "
+                                     "$LTNB_RUNS or runs_dir=")
+    return e
+
+def atomic_write(path, write) -> Path:
+    "Call `write(f)` on a uniquely named temp file next to `path`, fsync it, `os.replace` it onto `path`, fsync the folder."
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e: raise _storage_error(e, path) from e
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f); f.flush(); os.fsync(f.fileno())
+            write(f); f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+        try:
+            dfd = os.open(path.parent, os.O_RDONLY)
+            try: os.fsync(dfd)
+            finally: os.close(dfd)
+        except OSError: pass          # folders cannot be fsynced on every platform
+    except BaseException as e:
         if os.path.exists(tmp): os.remove(tmp)
-        raise
+        err = _storage_error(e, path)
+        if err is e: raise
+        raise err from e
     return path
+
+def atomic_save(obj, path) -> Path:
+    "`torch.save(obj)` through `atomic_write`: a crash leaves the old file or the new one, never half of one."
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 def load_checkpoint(path, map_location="cpu") -> dict:
     "Load a checkpoint written by `Trainer` (weights_only: no code is executed)."
@@ -300,7 +329,18 @@ class Trainer:
 
     def _load(self):
         if self.ckpt_path is None or not self.ckpt_path.exists(): return None
-        ck = load_checkpoint(self.ckpt_path, map_location=self.device)
+        try:
+            ck = load_checkpoint(self.ckpt_path, map_location=self.device)
+            if not {"epoch", "model", "method", "config", "history"} <= set(ck): raise ValueError("keys missing")
+            own = self.model.state_dict()
+            if set(own) != set(ck["model"]) or any(own[k].shape != v.shape for k, v in ck["model"].items()):
+                raise ValueError("its model weights do not fit this run's model")
+        except Exception as e:          # damaged (truncated, empty, not a checkpoint): set it aside and start over
+            aside = self.ckpt_path.with_name(f"last.pt.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(self.ckpt_path, aside)
+            warnings.warn(f"checkpoint {self.ckpt_path} is damaged ({type(e).__name__}: {e or 'no message'}); moved it to "
+                          f"{aside.name} and starting this run from scratch")
+            return None
         now = to_plain(asdict(self.cfg))
         diff = [f"{k}: checkpoint {ck['config'].get(k)!r} vs now {now[k]!r}" for k in _RESUME_KEYS if ck["config"].get(k) != now[k]]
         if diff: raise ValueError(f"{self.ckpt_path} was written by a run with other settings ({'; '.join(diff)}); "

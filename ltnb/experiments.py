@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_experiments.ipynb #9e3177a0
 from __future__ import annotations
-import argparse, copy, hashlib, inspect, json, os, platform, shutil, subprocess, sys, time
+import argparse, contextlib, copy, errno, fcntl, hashlib, inspect, json, math, os, platform, shutil, subprocess, sys, time, warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 import numpy as np
@@ -13,11 +13,12 @@ import torch
 from .tables import load_paper_table, list_paper_tables, side_by_side, summarise_seeds
 
 # %% auto #0
-__all__ = ['BUDGETS', 'RERUN', 'METRICS', 'recipe', 'method_values', 'project_root', 'default_runs_dir', 'figures_dir',
-           'run_config', 'config_hash', 'run_dir', 'provenance', 'Run', 'is_finished', 'build', 'run', 'runs_frame',
-           'row_frame', 'method_available', 'row_spec', 'describe_row', 'with_all_rows', 'run_rows', 'param_list',
-           'param_dict', 'plot_shot_groups', 'plot_per_class', 'bench_main', 'run_bench', 'list_runs', 'main',
-           'runs_main', 'run_cli']
+__all__ = ['BUDGETS', 'MANIFEST', 'RERUN', 'METRICS', 'recipe', 'method_values', 'project_root', 'default_runs_dir',
+           'figures_dir', 'run_config', 'config_hash', 'run_dir', 'provenance', 'to_json', 'Run', 'is_finished',
+           'DamagedRun', 'write_manifest', 'verify_run', 'set_aside', 'build', 'RunLocked', 'run_lock', 'run',
+           'runs_frame', 'row_frame', 'method_available', 'row_spec', 'describe_row', 'with_all_rows', 'run_rows',
+           'param_list', 'param_dict', 'plot_shot_groups', 'plot_per_class', 'bench_main', 'run_bench', 'list_runs',
+           'main', 'runs_main', 'run_cli']
 
 # %% ../nbs/06_experiments.ipynb #f622fadf
 _PAPER = {
@@ -207,12 +208,23 @@ def provenance(cfg: dict, device: str, wall_time: float, parent: "Run | None" = 
                 finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
 
 def _atomic_write(path: Path, write):
-    "Write through a temporary file in the same folder, then rename over `path`."
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp); os.replace(tmp, path)
+    "`write(f)` into a uniquely named temp file, fsync, rename onto `path` (`ltnb.engine.atomic_write`)."
+    from ltnb.engine import atomic_write
+    atomic_write(path, write)
+
+def _json_safe(o):
+    "NaN and infinities as null, so every JSON file ltnb writes is valid JSON."
+    if isinstance(o, float) and not math.isfinite(o): return None
+    if isinstance(o, dict): return {k: _json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [_json_safe(v) for v in o]
+    return o
+
+def to_json(obj, **kw) -> str:
+    "Valid JSON (NaN -> null) for ltnb's files and CLI output."
+    return json.dumps(_json_safe(json.loads(json.dumps(obj, default=_json_default))), allow_nan=False, **kw)
 
 def _dump_json(path: Path, obj):
-    _atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=1, default=_json_default)))
+    _atomic_write(path, lambda f: f.write(to_json(obj, indent=1).encode()))
 
 def _json_default(o):
     if isinstance(o, (np.integer,)): return int(o)
@@ -292,14 +304,66 @@ class Run:
         return self.complete and self.version != ltnb.__version__
 
     @classmethod
-    def load(cls, path) -> "Run":
+    def load(cls, path, verify: bool = True) -> "Run":
+        "Read a finished run; `verify`: check every file against the manifest first (`DamagedRun` names the file)."
         path = Path(path)
-        rd = lambda n: json.loads((path / n).read_text())
+        if verify: verify_run(path)
+        def rd(n):
+            try: return json.loads((path / n).read_text())
+            except (OSError, ValueError) as e: raise DamagedRun(path, n, f"unreadable ({type(e).__name__}: {e})") from e
         return cls(path, rd("config.json"), rd("metrics.json"), rd("history.json"), rd("provenance.json"), True)
 
+MANIFEST = "manifest.json"
+
 def is_finished(path) -> bool:
-    "A run is finished when its metrics.json exists (written last)."
-    return (Path(path) / "metrics.json").exists()
+    "A run is finished when its manifest exists (written last, after every other file)."
+    return (Path(path) / MANIFEST).exists()
+
+class DamagedRun(Exception):
+    "A finished run's file is missing or differs from what its manifest recorded."
+    def __init__(self, path, file, problem):
+        self.path, self.file, self.problem = Path(path), file, problem
+        super().__init__(f"run {path}: {file} {problem}")
+
+def _sha256(p: Path) -> str:
+    h = hashlib.sha256()
+    with open(p, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""): h.update(b)
+    return h.hexdigest()
+
+def write_manifest(path: Path) -> dict:
+    "Record size and SHA-256 of every file of the run (the last write of a run: its presence marks it finished)."
+    files = {p.name: dict(size=p.stat().st_size, sha256=_sha256(p)) for p in sorted(Path(path).iterdir())
+             if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")}
+    _dump_json(Path(path) / MANIFEST, dict(format=1, files=files))
+    return files
+
+_VERIFIED: dict = {}   # (path, manifest mtime) -> True: a run is hashed once per process
+
+def verify_run(path) -> None:
+    "Raise `DamagedRun` unless every file the manifest lists exists with its recorded size and checksum."
+    path = Path(path); mf = path / MANIFEST
+    try: m = json.loads(mf.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e: raise DamagedRun(path, MANIFEST, f"is unreadable ({e})") from e
+    def stamp(n):
+        try: st = (path / n).stat(); return (n, st.st_size, st.st_mtime_ns)
+        except OSError: return (n, None, None)
+    key = (str(path), mf.stat().st_mtime_ns, tuple(stamp(n) for n in sorted(m)))
+    if _VERIFIED.get(key): return     # hashed before in this process, and no file has changed size or time since
+    for n, v in m.items():
+        p = path / n
+        if not p.exists(): raise DamagedRun(path, n, "is missing")
+        if p.stat().st_size != v["size"]: raise DamagedRun(path, n, f"has {p.stat().st_size} bytes, the manifest says {v['size']}")
+        if _sha256(p) != v["sha256"]: raise DamagedRun(path, n, "has changed since the run finished (checksum differs)")
+    _VERIFIED[key] = True
+
+def set_aside(path, why: str) -> Path:
+    "Move a damaged or unfinished run directory to `<hash>.damaged-<time>` and warn, naming what was wrong."
+    path = Path(path)
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    os.replace(path, aside)
+    warnings.warn(f"{why}; moved the run to {aside} and recomputing it")
+    return aside
 
 # %% ../nbs/06_experiments.ipynb #c6ef3974
 def build(cfg: dict, data=None):
@@ -316,25 +380,59 @@ def build(cfg: dict, data=None):
 
 RERUN = (None, "stale", "all")
 
+class RunLocked(TimeoutError):
+    "Another process holds the run's lock longer than `lock_timeout`."
+
+@contextlib.contextmanager
+def run_lock(path, timeout: float | None = None, poll: float = 0.2):
+    "Hold the exclusive lock of run `path` (`.<hash>.lock` beside it), waiting for another process that holds it."
+    from ltnb.engine import _storage_error
+    path = Path(path); lockf = path.parent / f".{path.name}.lock"
+    try:
+        lockf.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lockf, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e: raise _storage_error(e, lockf) from e
+    t0 = time.time()
+    try:
+        while True:
+            try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); break    # released by the kernel if its holder dies
+            except BlockingIOError:
+                if timeout is not None and time.time() - t0 >= timeout:
+                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                    raise RunLocked(f"run {path} is being computed by {holder}; waited {timeout:g} s. Wait for it (its result "
+                                    "is then loaded from the cache), or stop that process: the lock goes with it") from None
+                time.sleep(poll)
+        os.ftruncate(fd, 0); os.pwrite(fd, f"pid {os.getpid()} on {platform.node()} since {time.strftime('%H:%M:%S')}".encode(), 0)
+        yield
+    finally:
+        try: fcntl.flock(fd, fcntl.LOCK_UN)
+        finally: os.close(fd)
+
 def run(cfg: dict, runs_dir=None, data=None, device: str = "auto", progress: bool = False,
-        stop_after: int | None = None, rerun: str | None = None) -> Run:
+        stop_after: int | None = None, rerun: str | None = None, lock_timeout: float | None = None) -> Run:
     "Run `cfg` (or load it if finished) in runs_dir, its parent first; an interrupted run resumes from its checkpoint."
     from ltnb.config import validate_config
     from ltnb.losses import method_class
+    from ltnb.engine import resolve_device
     if rerun not in RERUN: raise ValueError(f"rerun must be one of {RERUN}, got {rerun!r}")
-    validate_config(cfg)
+    validate_config(cfg); resolve_device(device)   # every input checked before anything is written
     parent = None
     if cfg.get("parent"):
-        parent = run(cfg["parent"], runs_dir, data, device, progress, stop_after, rerun)
+        parent = run(cfg["parent"], runs_dir, data, device, progress, stop_after, rerun, lock_timeout)
         if not parent.complete: return Run(run_dir(cfg, runs_dir), cfg, {}, [], {}, complete=False)
     path = run_dir(cfg, runs_dir)
-    if is_finished(path):
-        r = Run.load(path)
-        moved = parent is not None and (r.provenance.get("parent") or {}).get("run_id") != parent.provenance.get("run_id")
-        if not (rerun == "all" or (rerun == "stale" and r.stale) or moved): return r
-        shutil.rmtree(path)                       # recomputed: asked for, or its parent was recomputed since
-    if parent is not None and method_class(cfg["method_name"]).posthoc: return _run_posthoc(cfg, path, parent)
-    return _train(cfg, path, parent, data, device, progress, stop_after)
+    with run_lock(path, lock_timeout):            # a second process on this config waits here, then loads the result
+        if not is_finished(path) and (path / "metrics.json").exists():
+            set_aside(path, f"run {path} has results but no {MANIFEST} (an interrupted finish, or made by ltnb < 0.2)")
+        if is_finished(path):
+            try: r = Run.load(path)
+            except DamagedRun as e: set_aside(path, str(e)); r = None
+            if r is not None:
+                moved = parent is not None and (r.provenance.get("parent") or {}).get("run_id") != parent.provenance.get("run_id")
+                if not (rerun == "all" or (rerun == "stale" and r.stale) or moved): return r
+                shutil.rmtree(path)               # recomputed: asked for, or its parent was recomputed since
+        if parent is not None and method_class(cfg["method_name"]).posthoc: return _run_posthoc(cfg, path, parent)
+        return _train(cfg, path, parent, data, device, progress, stop_after)
 
 def _train(cfg, path, parent, data, device, progress, stop_after) -> Run:
     "Train the stages of `cfg` not covered by `parent` and write the run directory."
@@ -357,12 +455,13 @@ def _train(cfg, path, parent, data, device, progress, stop_after) -> Run:
         o = predict(trainer.model, trainer._loader(data.train_eval), device=str(trainer.device), method=method, amp=trainer.amp)
         train.update(features=o["features"].to(torch.float16), targets=o["targets"])
     _save_outputs(path / "outputs.npz", {**res.outputs, "train": train})
-    _atomic_write(path / "model.pt", lambda p: torch.save(model.state_dict(), p))
-    _atomic_write(path / "method.pt", lambda p: torch.save(method.state_dict(), p))  # e.g. LWS scales, IKL's memory
+    _atomic_write(path / "model.pt", lambda f: torch.save(model.state_dict(), f))
+    _atomic_write(path / "method.pt", lambda f: torch.save(method.state_dict(), f))  # e.g. LWS scales, IKL's memory
     _dump_json(path / "history.json", res.history)
     _dump_json(path / "provenance.json", provenance(cfg, str(res.device), wall, parent, data))
     _dump_json(path / "metrics.json", {"last": res.last, "best": res.best,
                                         "labels": {"last": "last epoch", "best": "best epoch on the test set"}})
+    write_manifest(path)                          # last: from here on the run counts as finished
     shutil.rmtree(path / "ckpt", ignore_errors=True)
     r = Run.load(path); r.from_cache = False
     return r
@@ -386,7 +485,7 @@ def _run_posthoc(cfg, path, parent: Run) -> Run:
     path.mkdir(parents=True, exist_ok=True)
     _dump_json(path / "config.json", cfg)
     _save_outputs(path / "outputs.npz", {**outs, "train": {"class_counts": np.asarray(counts)}})
-    _atomic_write(path / "method.pt", lambda p: torch.save(method.state_dict(), p))
+    _atomic_write(path / "method.pt", lambda f: torch.save(method.state_dict(), f))
     _dump_json(path / "history.json", [])
     pd_ = parent.provenance.get("data")
     prov = {**provenance(cfg, "cpu", time.time() - t0, parent), "data": pd_, "posthoc": True}
@@ -395,6 +494,7 @@ def _run_posthoc(cfg, path, parent: Run) -> Run:
     _dump_json(path / "metrics.json", {"last": last, "best": {**last, "label": "post hoc on the parent's last epoch"},
                                         "labels": {"last": "last epoch (post hoc on the parent's last epoch)",
                                                    "best": "post hoc on the parent's last epoch (no epoch selection)"}})
+    write_manifest(path)
     r = Run.load(path); r.from_cache = False
     return r
 
@@ -405,7 +505,7 @@ def _save_outputs(path: Path, outputs: dict):
         for k, v in o.items():
             if v is None: continue
             arrays[f"{split}/{k}"] = v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
-    _atomic_write(path, lambda p: np.savez_compressed(open(p, "wb"), **arrays))
+    _atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 # %% ../nbs/06_experiments.ipynb #db2baa5c
 METRICS = ("many", "medium", "few", "all")
@@ -531,7 +631,7 @@ def plot_per_class(runs, ax=None, title: str | None = None):
 # %% ../nbs/06_experiments.ipynb #db24add5
 def bench_main(argv=None) -> None:
     "Command-line entry (`ltnb-bench`): print training throughput and peak memory of one model as a JSON line."
-    run_bench(argv)
+    _cli("ltnb-bench", run_bench, argv)
 
 def run_bench(argv=None) -> dict:
     "What `bench_main` does (ResNet-32 on CIFAR-shaped batches by default), returning the printed record."
@@ -548,7 +648,7 @@ def run_bench(argv=None) -> dict:
                                steps=a.steps, device=a.device, amp=a.amp, channels_last=a.channels_last)
     rec = {**dict(model=a.model, batch_size=a.batch_size, shape=a.shape, device=a.device, amp=a.amp,
                   channels_last=a.channels_last, torch=torch.__version__, threads=torch.get_num_threads()), **res}
-    print(json.dumps(rec, default=_json_default))
+    print(to_json(rec))
     return rec
 
 # %% ../nbs/06_experiments.ipynb #ec6043aa
@@ -578,16 +678,37 @@ def list_runs(runs_dir=None, dataset=None, method=None, budget=None, status=None
         if v is not None: df = df[df[col].isin(v if isinstance(v, (list, tuple)) else [v])]
     return df.reset_index(drop=True)
 
+def _user_errors() -> tuple:
+    "Exceptions that mean bad input (a message and exit status 2), not a bug in ltnb (a traceback)."
+    from ltnb.config import ConfigError
+    from ltnb.engine import StorageError
+    return (ConfigError, KeyError, ValueError, FileNotFoundError, NotADirectoryError, PermissionError, StorageError,
+            RunLocked, DamagedRun)
+
+def _cli(prog: str, fn, argv=None) -> int:
+    "Run `fn(argv)`: a user error prints one line `prog: error: ...` and exits 2; `--debug` shows the traceback instead."
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    if debug: argv.remove("--debug")
+    try: fn(argv)
+    except _user_errors() as e:
+        if debug: raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"{prog}: error: {msg}", file=sys.stderr)
+        raise SystemExit(2)
+    return 0
+
 def main(argv=None) -> None:
     "Command-line entry (`ltnb-run`, `python -m ltnb.experiments`): run or load runs, print their metrics as JSON lines."
-    run_cli(argv)
+    _cli("ltnb-run", run_cli, argv)
 
 def runs_main(argv=None) -> None:
     "Command-line entry `ltnb-runs`: list the run cache."
-    p = argparse.ArgumentParser(prog="ltnb-runs", description="List cached ltnb runs (runs/<dataset>/<method>/<hash>).",
-                                epilog="example: ltnb-runs --dataset fmnist_lt --method crt --status finished stale")
-    _list_args(p); a = p.parse_args(argv)
-    _print_list(a)
+    def go(argv):
+        p = argparse.ArgumentParser(prog="ltnb-runs", description="List cached ltnb runs (runs/<dataset>/<method>/<hash>).",
+                                    epilog="example: ltnb-runs --dataset fmnist_lt --method crt --status finished stale")
+        _list_args(p); _print_list(p.parse_args(argv))
+    _cli("ltnb-runs", go, argv)
 
 def _list_args(p):
     p.add_argument("--runs-dir", default=None, help="default: <checkout>/runs or $LTNB_RUNS")
@@ -603,8 +724,12 @@ def _print_list(a):
 def run_cli(argv=None) -> list[dict]:
     "What `main` does, returning the printed records."
     from ltnb.losses import METHODS, WRAPPERS
-    p = argparse.ArgumentParser(prog="ltnb-run", description="Run ltnb experiments (cached by config hash).",
-                                epilog="example: ltnb-run --dataset fmnist_lt --method ce crt bsce+ikl --budget cpu --seeds 0 1 2")
+    p = argparse.ArgumentParser(prog="ltnb-run", description="Run ltnb experiments (cached by config hash); prints one JSON line per run.",
+                                epilog="examples:\n  ltnb-run --dataset fmnist_lt --method ce crt bsce+ikl --budget cpu --seeds 0 1 2\n"
+                                       "  ltnb-run --dataset cifar100_lt --method ldam_drw --budget paper --device cuda --set train.batch_size=128\n"
+                                       "  ltnb-run --list --dataset fmnist_lt\n"
+                                       "A bad input ends with one message and exit status 2 (--debug: the traceback).",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", help="a registered dataset (ltnb.data.DATASETS)")
     p.add_argument("--method", nargs="+", default=["ce"], help="method names, plain or composite (bsce+ikl+kc)")
     p.add_argument("--budget", default="smoke", choices=BUDGETS)
@@ -616,7 +741,10 @@ def run_cli(argv=None) -> list[dict]:
     p.add_argument("--rerun", choices=["stale", "all"], default=None, help="recompute runs made by another ltnb version (stale) or every run (all)")
     p.add_argument("--download", action="store_true", help="download the dataset where its host allows it")
     p.add_argument("--list", action="store_true", help="list the cached runs (filtered by --dataset/--method/--budget/--seeds) and exit")
-    p.add_argument("--progress", action="store_true")
+    p.add_argument("--lock-timeout", type=float, default=None, metavar="S",
+                   help="seconds to wait for another process computing the same run (default: wait until it ends)")
+    p.add_argument("--progress", action="store_true", help="progress bars")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     a = p.parse_args(argv)
     if a.list:
         a.dataset, a.status = ([a.dataset] if a.dataset else None), None
@@ -625,6 +753,8 @@ def run_cli(argv=None) -> list[dict]:
         a.budget = [a.budget] if argv and "--budget" in argv else None
         return _print_list(a).to_dict("records")
     if not a.dataset: p.error("--dataset is required (or --list)")
+    from ltnb.engine import resolve_device
+    resolve_device(a.device)
     overrides = {}
     for kv in a.set:
         if "=" not in kv: p.error(f"--set expects KEY=VALUE, got {kv!r}")
@@ -639,10 +769,10 @@ def run_cli(argv=None) -> list[dict]:
             cfg = run_config(a.dataset, m, a.budget, s, from_parent=not a.one_run, **overrides)
             if data is None and not _all_finished(cfg, a.runs_dir):
                 data = get_dataset(a.dataset, **cfg["data"], **({"download": True} if a.download else {}))
-            r = run(cfg, a.runs_dir, data=data, device=a.device, progress=a.progress, rerun=a.rerun)
+            r = run(cfg, a.runs_dir, data=data, device=a.device, progress=a.progress, rerun=a.rerun, lock_timeout=a.lock_timeout)
             rec = dict(method=m, seed=s, run=str(r.path), cached=r.from_cache, parent=(r.provenance.get("parent") or {}).get("path"),
                        last=_brief(r.last), best=_brief(r.best))
-            print(json.dumps(rec)); out.append(rec)
+            print(to_json(rec)); out.append(rec)
     return out
 
 def _brief(m: dict) -> dict:

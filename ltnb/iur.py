@@ -155,25 +155,48 @@ class PredictionMemory:
                     dtype=str(self.dtype).replace("torch.", ""), k=self.k, tau=self.tau)
 
     def state_dict(self) -> dict:
-        "Layout plus CPU tensors (host/device) or the flushed file's path (memmap)."
+        "Layout plus CPU tensors (host/device), or the file's path and a snapshot of it taken now (memmap)."
         sd = dict(self._meta(), store=self.store)
         b = self._b
         if self.store == "memmap":
             self._mm.flush()
-            return dict(sd, path=str(self.path))
+            return dict(sd, path=str(self.path), snapshot=str(self._snapshot()))
         return dict(sd, **{nm: t.cpu() for nm, t in b.items()})
+
+    def _snapshot(self) -> Path:
+        "Copy the live file to `<path>.snap-<token>` (temp file, fsync, rename); keep the two newest snapshots."
+        import shutil, uuid, os
+        snap = self.path.with_name(f"{self.path.name}.snap-{uuid.uuid4().hex[:12]}")
+        tmp = snap.with_name("." + snap.name + ".tmp")
+        shutil.copyfile(self.path, tmp)
+        with open(tmp, "rb+") as f: os.fsync(f.fileno())
+        os.replace(tmp, snap)
+        self._snaps = [*getattr(self, "_snaps", [])[-1:], snap]
+        for old in self.path.parent.glob(self.path.name + ".snap-*"):
+            if old not in self._snaps: old.unlink(missing_ok=True)
+        return snap
 
     def load_state_dict(self, sd: dict) -> None:
         "Resume from `state_dict()` (any store into any store; memmap into memmap reopens the file in place)."
         mine = self._meta()
         for key in ("n", "num_classes", "layout", "dtype") + (("k", "tau") if self.layout == "topk" else ()):
             if sd.get(key) != mine[key]: raise ValueError(f"state dict has {key}={sd.get(key)!r}, this memory {mine[key]!r}")
+        snap = Path(sd["snapshot"]) if sd.get("snapshot") else None
+        if snap is not None and not snap.exists():
+            raise ValueError(f"the memory snapshot {snap} this checkpoint refers to is missing: the run cannot resume exactly")
         if "path" in sd and self.store == "memmap":
+            import shutil, os
             self._mm = self._buf = None
             self.path = Path(sd["path"])
+            if snap is not None:                          # back to the checkpoint's state, whatever ran after it
+                tmp = self.path.with_name("." + self.path.name + ".restore.tmp")
+                shutil.copyfile(snap, tmp); os.replace(tmp, self.path)
+                self._snaps = [snap]
+                for old in self.path.parent.glob(self.path.name + ".snap-*"):
+                    if old != snap: old.unlink(missing_ok=True)
             self._mm, self._buf = self._open(self.path, "r+")
             return
-        src = self._open(sd["path"], "c")[1] if "path" in sd else sd
+        src = self._open(snap or sd["path"], "c")[1] if "path" in sd else sd
         for nm, t in self._b.items(): t.copy_(src[nm].to(t.device))
 
 # %% ../nbs/10_iur.ipynb #9ce60449
