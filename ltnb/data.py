@@ -20,8 +20,9 @@ __all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'INAT_MEA
            'MNIST_MEAN', 'MNIST_STD', 'DIGITS_MEAN', 'DIGITS_STD', 'DATA_ENV', 'DATASETS', 'register_dataset',
            'FMNIST_CLASSES', 'CIFAR10_CLASSES', 'ArrayDataset', 'ImageListDataset', 'LTData', 'ToFloat', 'Cutout',
            'cifar_transforms', 'small_transforms', 'imagenet_transforms', 'read_idx', 'read_cifar_batch',
-           'read_split_file', 'stratified_split', 'find_checkout', 'data_dir', 'can_download', 'get_dataset',
-           'digits_lt', 'fmnist_lt', 'mnist_lt', 'cifar10_lt', 'cifar100_lt', 'imagenet_lt', 'places_lt', 'inat18']
+           'read_split_file', 'check_split_labels', 'find_missing_images', 'stratified_split', 'find_checkout',
+           'data_dir', 'can_download', 'get_dataset', 'digits_lt', 'fmnist_lt', 'mnist_lt', 'cifar10_lt', 'cifar100_lt',
+           'imagenet_lt', 'places_lt', 'inat18']
 
 # %% ../nbs/01_data.ipynb #09e8444e
 class ArrayDataset(Dataset):
@@ -49,7 +50,10 @@ class ImageListDataset(Dataset):
     def __len__(self): return len(self.targets)
     def __getitem__(self, i):
         from PIL import Image
-        with open(self.image_root / self.paths[i], "rb") as f: img = Image.open(f).convert("RGB")
+        try:
+            with open(self.image_root / self.paths[i], "rb") as f: img = Image.open(f).convert("RGB")
+        except Exception as e:   # a DataLoader worker would bury this in a traceback: name the file and the index
+            raise OSError(f"cannot read image {self.image_root / self.paths[i]} (sample index {i}): {type(e).__name__}: {e}") from e
         if self.transform is not None: img = self.transform(img)
         return img, int(self.targets[i]), int(i)
     def subset(self, idx, transform="same") -> "ImageListDataset":
@@ -186,18 +190,52 @@ def _check_rel_path(rel: str, where: str) -> str:
     return str(p)
 
 def read_split_file(path) -> tuple[list[str], np.ndarray]:
-    "Parse a `<relative path> <integer label>` split file into (paths, labels)."
-    paths, labels = [], []
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip(): continue
-            parts = line.split()
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
-                raise ValueError(f"{path}:{i}: expected '<relative path> <non-negative integer label>', got {line.rstrip()!r}")
-            paths.append(_check_rel_path(parts[0], f"{path}:{i}"))
-            labels.append(int(parts[1]))
+    "Parse a `<relative path> <integer label>` split file (UTF-8, a BOM allowed) into (paths, labels); errors name file:line."
+    paths, labels, first = [], [], {}
+    with open(path, "rb") as f: raw = f.read()
+    if raw.startswith(b"\xef\xbb\xbf"): raw = raw[3:]                     # a UTF-8 byte-order mark (Windows editors)
+    for i, bline in enumerate(raw.splitlines(), 1):
+        try: line = bline.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}:{i}: not UTF-8 ({e.reason} at byte {e.start}); save the split file as UTF-8") from None
+        if not line.strip(): continue
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
+            raise ValueError(f"{path}:{i}: expected '<relative path> <non-negative integer label>', got {line.rstrip()!r}")
+        rel = _check_rel_path(parts[0], f"{path}:{i}")
+        if rel in first: raise ValueError(f"{path}:{i}: {rel!r} is listed twice (first at line {first[rel]})")
+        first[rel] = i
+        paths.append(rel); labels.append(int(parts[1]))
     if not paths: raise ValueError(f"{path}: no entries")
     return paths, np.asarray(labels, dtype=np.int64)
+
+def check_split_labels(train_labels, test_labels, train_file="train", test_file="test") -> int:
+    "Training labels must fill 0..C-1; test labels should be training classes (a warning otherwise). Returns C."
+    import warnings
+    tr, te = np.unique(train_labels), np.unique(test_labels)
+    C = int(tr.max()) + 1
+    gaps = np.setdiff1d(np.arange(C), tr)
+    if len(gaps): raise ValueError(f"{train_file}: labels must be a contiguous range 0..{C - 1}; classes {gaps[:10].tolist()}"
+                                   f"{' …' if len(gaps) > 10 else ''} have no training image")
+    extra = np.setdiff1d(te, tr)
+    if len(extra): warnings.warn(f"{test_file}: labels {extra[:10].tolist()} do not occur in {train_file}; "
+                                 "those test images can never be classified correctly")
+    return max(C, int(te.max()) + 1)
+
+def find_missing_images(image_root, paths, split_file=None, progress: bool = True) -> list[str]:
+    "The listed images that do not exist under `image_root` (a scan with a progress bar, cached beside `split_file`)."
+    import hashlib
+    from tqdm.auto import tqdm
+    image_root = Path(image_root)
+    key = hashlib.sha256(("\n".join([str(image_root.resolve()), *paths])).encode()).hexdigest()
+    stamp = Path(str(split_file) + ".ltnb-checked") if split_file is not None else None
+    if stamp is not None and stamp.exists() and stamp.read_text().strip() == key: return []   # scanned before: all there
+    missing = [p for p in tqdm(paths, desc=f"checking {len(paths):,} images", disable=not progress, leave=False, mininterval=1)
+               if not os.path.exists(image_root / p)]
+    if not missing and stamp is not None:
+        try: stamp.write_text(key)
+        except OSError: pass   # a read-only data folder: scan again next time
+    return missing
 
 # %% ../nbs/01_data.ipynb #91f41ef4
 def stratified_split(
@@ -484,9 +522,12 @@ def _image_list(name, root, split_dir, image_root, files, defaults, how, *, val_
     tr_p, tr_y = read_split_file(need["train"])
     te_p, te_y = read_split_file(need["test"])
     va = read_split_file(need["val"]) if "val" in need and need["val"].exists() and not val_fraction else None
-    n = int(max(tr_y.max(), te_y.max(), va[1].max() if va else 0)) + 1
-    if check_images and not (ir / tr_p[0]).exists():
-        raise _missing(name, [ir / tr_p[0], f"(first entry of {need['train']}; image_root = {ir})"], how)
+    n = max(check_split_labels(tr_y, te_y, need["train"], need["test"]), int(va[1].max()) + 1 if va else 0)
+    if check_images:   # every listed image must exist before the first epoch (scanned once, then cached)
+        for key, ps in [("train", tr_p), ("test", te_p)] + ([("val", va[0])] if va else []):
+            gone = find_missing_images(ir, ps, need[key])
+            if gone: raise _missing(name, [ir / g for g in gone[:5]] + [f"({len(gone):,} of {len(ps):,} images listed in {need[key]} "
+                                                                       f"are missing under image_root = {ir})"], how)
     classes = _class_names(tr_p, tr_y, n)
     train_tf, test_tf = imagenet_transforms(augment, mean, std, color_jitter, image_size)
     full = ImageListDataset(ir, tr_p, tr_y, None, classes)

@@ -325,7 +325,8 @@ class Trainer:
         atomic_save(dict(format=1, epoch=epoch, stage_index=si, model=self.model.state_dict(),
                          method=self.method.state_dict(), optimizer=opt.state_dict() if opt is not None else {},
                          scaler=self.scaler.state_dict(), history=to_plain(self.history), best=to_plain(self.best),
-                         config=to_plain(asdict(self.cfg))), self.ckpt_path)
+                         config=to_plain(asdict(self.cfg)), threads=torch.get_num_threads(), device=str(self.device)),
+                    self.ckpt_path)
 
     def _load(self):
         if self.ckpt_path is None or not self.ckpt_path.exists(): return None
@@ -345,6 +346,10 @@ class Trainer:
         diff = [f"{k}: checkpoint {ck['config'].get(k)!r} vs now {now[k]!r}" for k in _RESUME_KEYS if ck["config"].get(k) != now[k]]
         if diff: raise ValueError(f"{self.ckpt_path} was written by a run with other settings ({'; '.join(diff)}); "
                                   "use another ckpt_dir or delete the checkpoint to start over")
+        was = (ck.get("threads"), ck.get("device"))
+        if None not in was and was != (torch.get_num_threads(), str(self.device)):
+            warnings.warn(f"resuming {self.ckpt_path} with {torch.get_num_threads()} thread(s) on {self.device}; it was written with "
+                          f"{was[0]} on {was[1]}: the run continues correctly but will not be bit-identical to an uninterrupted one")
         return ck
 
     # --- the loop ------------------------------------------------------------------------------------------------

@@ -250,6 +250,32 @@ def test_split_file_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="ILSVRC-2012"): get_dataset("imagenet_lt", root=tmp_path, image_root=tmp_path / "nowhere")
     assert read_split_file(f)[1].tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 2]
 
+def test_split_file_checked_before_training(tmp_path):
+    "A missing image, a BOM, a Latin-1 file, a label gap, a duplicate: found when the dataset is built, named with file:line."
+    lines = _imagenet_tree(tmp_path)
+    f = tmp_path / "ImageNet_LT" / "ImageNet_LT_test.txt"
+    (tmp_path / "imagenet" / lines["test"][1][0]).unlink()               # a test image that training would only reach later
+    with pytest.raises(FileNotFoundError, match=r"1 of 3 images listed in .*ImageNet_LT_test\.txt are missing"):
+        get_dataset("imagenet_lt", root=tmp_path)
+    _imagenet_tree(tmp_path)
+    f.write_bytes(b"\xef\xbb\xbf" + f.read_bytes())                      # BOM: read as UTF-8, not "data not found"
+    assert get_dataset("imagenet_lt", root=tmp_path, image_size=32).num_classes == 3
+    f.write_bytes(f.read_bytes()[3:] + "val/caf\xe9.JPEG 0\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"ImageNet_LT_test\.txt:4: not UTF-8"): get_dataset("imagenet_lt", root=tmp_path)
+    _imagenet_tree(tmp_path)
+    t = tmp_path / "ImageNet_LT" / "ImageNet_LT_train.txt"
+    t.write_text("".join(l for l in t.read_text().splitlines(True) if " 1" not in l))   # class 1 has no training image
+    with pytest.raises(ValueError, match="contiguous range 0..2; classes \\[1\\]"): get_dataset("imagenet_lt", root=tmp_path)
+    _imagenet_tree(tmp_path)
+    t.write_text(t.read_text() + t.read_text().splitlines(True)[0])
+    with pytest.raises(ValueError, match="listed twice"): get_dataset("imagenet_lt", root=tmp_path)
+
+def test_corrupt_image_names_its_path(tmp_path):
+    lines = _imagenet_tree(tmp_path)
+    d = get_dataset("imagenet_lt", root=tmp_path, image_size=32)
+    (tmp_path / "imagenet" / lines["train"][2][0]).write_bytes(b"not a jpeg")
+    with pytest.raises(OSError, match=r"cannot read image .*n01440764_2\.JPEG \(sample index 2\)"): d.train[2]
+
 def test_split_files_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="classifier-balancing") as e: get_dataset("imagenet_lt", root=tmp_path)
     assert str(tmp_path / "ImageNet_LT" / "ImageNet_LT_train.txt") in str(e.value)

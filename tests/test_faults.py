@@ -273,3 +273,18 @@ def test_console_script_exit_status(tmp_path):
     assert p.returncode != 0 and "Traceback" in p.stderr
     h = subprocess.run([exe, "--help"], capture_output=True, text=True, env=_env())
     assert h.returncode == 0 and "example" in h.stdout and "--rerun" in h.stdout and "--lock-timeout" in h.stdout
+
+
+def test_resume_with_other_threads_warns(tmp_path):
+    "Exact resume needs the same thread count: resuming with another one says so (the run still finishes)."
+    cfg = run_config("digits_lt", "ce", seed=10, **{"train.epochs": 2})
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        run(cfg, tmp_path, device="cpu", stop_after=1)
+        torch.set_num_threads(2)
+        with pytest.warns(UserWarning, match="will not be bit-identical"):
+            r = run(cfg, tmp_path, device="cpu")
+    finally:
+        torch.set_num_threads(n)
+    assert r.complete and r.provenance["cpu_threads"] == 2
