@@ -23,7 +23,11 @@ class Registry:
         "Decorator: register `fn` under `name` (default: its `__name__`); `meta` is kept for listings."
         def deco(fn):
             key = name or fn.__name__
-            if key in self._items: raise ValueError(f"{self.kind} {key!r} is registered twice")
+            old = self._items.get(key)
+            # the same definition again (a notebook re-running the cell that exported it) replaces it; another one is an error
+            if old is not None and getattr(old, "__qualname__", None) != getattr(fn, "__qualname__", None):
+                raise ValueError(f"{self.kind} {key!r} is registered twice ({getattr(old, '__module__', '?')}.{getattr(old, '__qualname__', old)} "
+                                 f"and {getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)})")
             self._items[key] = fn
             fn._ltnb_meta = meta
             return fn
