@@ -130,6 +130,7 @@ def backward_terms(
     params: list,              # the trainable tensors (the optimiser's parameters)
     rule: GradRule | None = None,
     scale=None,                # callable loss -> scaled loss (GradScaler.scale); None: identity
+    exclude=(),                # tensors the rule leaves alone: they get the plain sum (e.g. a method's own weight, IKL's alpha)
 ) -> torch.Tensor:
     "Backpropagate the sum of `terms` (or combine two groups with `rule`) into `p.grad`; returns the (unscaled) total loss."
     scale = scale or (lambda l: l)
@@ -148,12 +149,15 @@ def backward_terms(
         grads[i] = list(torch.autograd.grad(scale(losses[i]), params, retain_graph=j < len(todo) - 1, allow_unused=True))
     def z(g, p): return torch.zeros_like(p) if g is None else g
     used = [any(grads[i][n] is not None for i in range(3)) for n in range(len(params))]
+    out = {id(p) for p in exclude}
+    ruled = [n for n, p in enumerate(params) if id(p) not in out]
+    comb = [z(grads[0][n], p) + z(grads[1][n], p) for n, p in enumerate(params)]   # the plain sum, kept for excluded tensors
     if rule.per_tensor:
-        comb = [rule.combine(z(gb, p), z(go, p)) for gb, go, p in zip(grads[0], grads[1], params)]
-    else:
-        flat = [torch.cat([z(g, p).reshape(-1) for g, p in zip(grads[i], params)]) for i in (0, 1)]
-        vec, comb, o = rule.combine(*flat), [], 0
-        for p in params: comb.append(vec[o:o + p.numel()].view_as(p)); o += p.numel()
+        for n in ruled: comb[n] = rule.combine(z(grads[0][n], params[n]), z(grads[1][n], params[n]))
+    elif ruled:
+        flat = [torch.cat([z(grads[i][n], params[n]).reshape(-1) for n in ruled]) for i in (0, 1)]
+        vec, o = rule.combine(*flat), 0
+        for n in ruled: comb[n] = vec[o:o + params[n].numel()].view_as(params[n]); o += params[n].numel()
     for p, c, gr, u in zip(params, comb, grads[2], used):
         if not u: continue
         g = c if gr is None else c + gr
@@ -288,7 +292,11 @@ class Trainer:
         if not params: raise ValueError(f"stage {stage.name!r} has no trainable parameters (trainable={stage.trainable!r})")
         s = stage_settings(stage, self.cfg)
         # parameters the method keeps out of weight decay (Cui et al.'s sigmoid bias) get a group of their own
-        nd = {id(p) for n, p in self.model.named_parameters() if n in getattr(self.method, "no_weight_decay", ())}
+        # a GradRule (LTRL's KC) acts on the model; the method's own tensors (IKL's learnable alpha) get the plain gradient
+        self._method_params = [p for p in self.method.parameters() if p.requires_grad]
+        skip = getattr(self.method, "no_weight_decay", ())   # model names, or "method.<name>" for the method's own tensors
+        nd = {id(p) for n, p in self.model.named_parameters() if n in skip}
+        nd |= {id(p) for n, p in self.method.named_parameters() if f"method.{n}" in skip}
         groups = [dict(params=[p for p in params if id(p) not in nd])]
         if any(id(p) in nd for p in params): groups.append(dict(params=[p for p in params if id(p) in nd], weight_decay=0.0))
         return torch.optim.SGD(groups, lr=s["lr"], momentum=s["momentum"], nesterov=s["nesterov"] and s["momentum"] > 0,
@@ -367,7 +375,7 @@ class Trainer:
                 terms = method.loss_terms(out, y, idx, epoch, stage)
             if not terms: raise ValueError(f"{type(method).__name__}.loss_terms returned no terms in stage {stage.name!r}")
             opt.zero_grad(set_to_none=True)
-            loss = backward_terms(terms, self.params, rule, self.scaler.scale)
+            loss = backward_terms(terms, self.params, rule, self.scaler.scale, exclude=self._method_params)
             self.scaler.step(opt); self.scaler.update()
             method.after_step(model, epoch, stage)        # e.g. MaxNorm's projection of the classifier rows (WB)
             outd = {k: (v.detach() if torch.is_tensor(v) else v) for k, v in out.items()}

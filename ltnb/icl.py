@@ -136,7 +136,7 @@ def similarity_matrix(centres: torch.Tensor,  # (C, D) class centres
     return (f @ f.T).clamp_(-1, 1).fill_diagonal_(1.0)
 
 # %% ../nbs/11_icl.ipynb #3ba2ece0
-FORMS = ("ikl", "ltrl", "code")
+FORMS = ("ikl", "ltrl", "code")   # distributions; "ikl_raw" (Eq. 7 as printed, rows not summing to 1) is accepted too
 _ALPHA = {"ltrl": 0.9, "code": 0.01}   # ltrl: ltnb's choice (the slides give none); code: official `convert_to_soft_labels`
 
 def _row_normalise(m: torch.Tensor) -> torch.Tensor:
@@ -152,8 +152,8 @@ def icl_soft_labels(target: torch.Tensor,       # (B,) labels
                     num_classes: int | None = None,  # C, needed only when M is None
                     ) -> torch.Tensor:
     "ICL / KS target distribution (B, C) float32 on `target`'s device; every row sums to 1."
-    if form not in FORMS: raise ValueError(f"form must be one of {FORMS}, got {form!r}")
-    if form == "ikl" and alpha is not None:
+    if form not in FORMS + ("ikl_raw",): raise ValueError(f"form must be one of {FORMS + ('ikl_raw',)}, got {form!r}")
+    if form in ("ikl", "ikl_raw") and alpha is not None:
         raise ValueError("form='ikl' has no label-mixing alpha (IKL's alpha weights the losses, Eq. 9)")
     if M is None and num_classes is None: raise ValueError("M is None (no centres yet): pass num_classes")
     C = M.shape[0] if M is not None else int(num_classes)
@@ -162,12 +162,13 @@ def icl_soft_labels(target: torch.Tensor,       # (B,) labels
     a = _ALPHA.get(form) if alpha is None else float(alpha)
     row = M.detach().to(target.device, torch.float32)[target.long()]
     if form == "ikl": return _row_normalise(Y + row)
+    if form == "ikl_raw": return Y + row
     if form == "ltrl": return a * Y + (1 - a) * _row_normalise(row)
     return (1 - a) * Y + a * row.softmax(1)
 
 # %% ../nbs/11_icl.ipynb #3300048e
 def icl_loss(logits: torch.Tensor,        # (B, C) logits (with grad)
-             soft_labels: torch.Tensor,   # (B, C) targets, rows summing to 1 (`icl_soft_labels`)
+             soft_labels: torch.Tensor,   # (B, C) targets (`icl_soft_labels`; rows sum to 1 except form="ikl_raw")
              stable: bool = True,         # False: log(softmax(.)) as the official code
              ) -> torch.Tensor:
     "Eq. 8: mean over the batch of the cross-entropy between the soft labels and softmax(logits)."

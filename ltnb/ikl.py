@@ -117,7 +117,9 @@ class IKL(Method):
         self.model_kw, self.no_weight_decay = base.model_kw, base.no_weight_decay
         self.paper_name = f"{getattr(base, 'paper_name', base.name)}+{self.suffix}" + ("+KC" if hp["kc"] and self.suffix == "IKL" else "")
         self.name = f"{base.name}+{self.suffix.lower()}"
-        if hp["alpha"] == "learnable": self.alpha_logit = nn.Parameter(torch.zeros(()))   # alpha = sigmoid(0) = 0.5
+        if hp["alpha"] == "learnable":
+            self.alpha_logit = nn.Parameter(torch.zeros(()))   # alpha = sigmoid(0) = 0.5
+            self.no_weight_decay = tuple(self.no_weight_decay) + ("method.alpha_logit",)   # a loss weight is not decayed
         C = len(base.counts)
         self.register_buffer("M", torch.zeros(C, C))            # similarity matrix of the previous epoch's centres
         self.register_buffer("has_M", torch.zeros((), dtype=torch.bool))
@@ -126,7 +128,7 @@ class IKL(Method):
 
     def _check(self, hp):
         "Reject inconsistent settings with a message that says what to do."
-        for k, ok in dict(iur_form=("kl", "mse"), soft_label=("ikl", "ltrl", "code"), loss_form=("ikl", "ltrl", "code"),
+        for k, ok in dict(iur_form=("kl", "mse"), soft_label=("ikl", "ikl_raw", "ltrl", "code"), loss_form=("ikl", "ltrl", "code"),
                           kc_group=("paper", "code"), unseen=("skip", "zeros"), median=("average", "lower"),
                           centre_source=("eval", "train")).items():
             if hp[k] not in ok: raise ValueError(f"{k} must be one of {ok}, got {hp[k]!r}")
@@ -286,7 +288,7 @@ def epoch_times(dataset: str = "digits_lt",
     df["overhead"] = df["sec_per_epoch"] / df["sec_per_epoch"].iloc[0] - 1
     return df
 
-# %% ../nbs/12_ikl.ipynb #ff07991d
+# %% ../nbs/12_ikl.ipynb #8dd71904
 from .reproduce import declare_table
 
 _ALPHA = lambda a: ("ce+ikl", {"alpha": a})
@@ -335,7 +337,7 @@ def ltrl_ablation_rows(base: str = "bsce", label: str | None = None) -> dict:
     return {b: base, f"{b}+KR": f"{base}+ltrl+noicl+nokc", f"{b}+KS": f"{base}+ltrl+noiur+nokc",
             f"{b}+KR+KS": f"{base}+ltrl+nokc", f"{b}+KR+KS+KC": f"{base}+ltrl"}
 
-# %% ../nbs/12_ikl.ipynb #fbd781c9
+# %% ../nbs/12_ikl.ipynb #00f9f33e
 def learned_alphas(runs) -> pd.DataFrame:
     "The final α = σ(θ) of every run with the learnable strategy."
     import pandas as pd

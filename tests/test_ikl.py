@@ -7,6 +7,7 @@ from ltnb.data import get_dataset
 from ltnb.models import create_model
 from ltnb.losses import METHODS, create_method
 from ltnb.experiments import run_config, build
+from ltnb.engine import backward_terms
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +34,16 @@ def test_every_method_takes_ikl(base, wrapper, digits):
             assert {"ltr", "iur", "icl"} <= set(terms), terms
             assert all(torch.isfinite(v) for v in terms.values()), terms
             model.zero_grad()
-            sum(terms.values()).backward()
-            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            params = [p for p in model.parameters() if p.requires_grad]
+            backward_terms(terms, params, method.grad_rule)        # KC (+kc, +ltrl) through the trainer's own path
+            grads = [p.grad for p in params if p.grad is not None]
             assert grads and all(torch.isfinite(g).all() for g in grads)
             method.on_batch_end({k: v.detach() for k, v in out.items()}, y, idx, epoch, stage)
             method.on_epoch_end(epoch, stage, model)
-    assert bool(method.has_M)
+    # ICL's similarity matrix of the last epoch's class centres (Eq. 7): cosine similarities, so unit diagonal and symmetric
+    assert bool(method.has_M) and torch.allclose(method.M.diag(), torch.ones(method.num_classes), atol=1e-4)
+    assert torch.allclose(method.M, method.M.T, atol=1e-5) and not torch.equal(method.M, torch.eye(method.num_classes))
+    if method.grad_rule is not None: assert method.kc_stats[1] > 0, "KC was never applied"
     assert torch.isfinite(method.eval_logits(model(x))).all()
 
 
