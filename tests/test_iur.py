@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+from pathlib import Path
 import torch
 
 from ltnb.iur import PredictionMemory, iur_loss, cks_fraction
@@ -68,8 +69,12 @@ def test_load_rejects_other_layout(tmp_path):
     sd = PredictionMemory(4, 3, store="memmap", path=tmp_path / "m.bin").state_dict()
     with pytest.raises(ValueError, match="layout"):
         PredictionMemory(4, 3, layout="topk", k=2).load_state_dict(sd)
-    (tmp_path / "m.bin").write_bytes(b"\0" * 3)                 # truncated file
+    PredictionMemory(4, 3).load_state_dict(sd)                  # reads the checkpoint's snapshot, not the live file
+    Path(sd["snapshot"]).write_bytes(b"\0" * 3)                 # a truncated snapshot
     with pytest.raises(ValueError, match="bytes expected"):
+        PredictionMemory(4, 3).load_state_dict(sd)
+    Path(sd["snapshot"]).unlink()
+    with pytest.raises(ValueError, match="snapshot .* is missing"):
         PredictionMemory(4, 3).load_state_dict(sd)
 
 
