@@ -6,6 +6,7 @@ __version__ = "0.2.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_ltnb.ipynb #35e86a4b
+# %% ../nbs/99_ltnb.ipynb #1182cb58
 from . import core, sampling, data, models, losses, metrics, engine, tables, config, experiments, reproduce  # the foundation
 from . import iur, icl, ikl                                                               # IKL / LTRL
+from . import iwb                                                                         # IWB, weight balancing

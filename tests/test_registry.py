@@ -33,6 +33,7 @@ WRAPPER_OPTIONS = {"ikl": ["kc"]}
 # methods that cannot apply to a multi-expert model (several heads), and the clear ValueError they must raise
 MULTI_EXPERT_UNSUPPORTED = {
     "tau_norm": "single-head",   # τ-norm rescales the rows of one classifier weight; a multi-expert model has E heads
+    "tau_norm_wd": "single-head",  # the same τ-norm, on IWB's weight-decayed stage 1
 }
 # combinations that fail today, with the reason; strict xfail, so a fix shows up as XPASS -> failure: delete the entry
 KNOWN_FAILURES: dict = {}   # name -> reason; strict xfail, so a fixed bug turns the case red until its entry is removed
