@@ -217,3 +217,16 @@ def test_calibrate_run_end_to_end(tmp_path):
     r0 = run(run_config("digits_lt", "ce", "smoke", 0), tmp_path, device="cpu")
     with pytest.warns(UserWarning, match="no validation split"):
         cal.calibrate_run(r0, cal.IWTS())
+
+
+def test_ece_summary_puts_the_papers_number_beside():
+    import pandas as pd
+    from types import SimpleNamespace
+    from ltnb.reproduce import TABLES
+    t = pd.DataFrame([dict(row="Base", setting="IF 100", test_set="test", seed=s, ece_all=e, ece_many=1.0, ece_medium=2.0,
+                           ece_few=3.0, top1=90.0, status="ok") for s, e in [(0, 2.0), (1, 4.0)]])
+    s = cal.ece_summary(t, SimpleNamespace(spec=TABLES["calib_table2"]))
+    base = s[s.row == "Base"].iloc[0]
+    assert base["ece (paper)"] == pytest.approx(2.52)          # Table 2, IF 100, MNIST, Base
+    assert base["ece_all"].startswith("3.00 ± 1.41") and base["seeds"] == 2
+    assert "Digital-S" in set(s.test_set)                       # the non-public test set is listed as unavailable
