@@ -75,6 +75,9 @@ def test_reproduce_shike_model_rows(tmp_path, monkeypatch):
     assert models["MoE"]["dkf"] is False and rep.runs[1].config["method"]["alpha"] == 0.0
     t = rep.compact()
     assert set(t.row) == {"plain ResNet-32", "MoE"} and (t["all (paper)"] != "").all()
+    cost = shike.shike_cost(rep.runs, steps=1).set_index("row")
+    assert cost.loc["MoE", "params"] > cost.loc["plain ResNet-32", "params"] > 0
+    assert (cost.s_per_epoch > 0).all() and (cost.epochs_timed == 2).all()
 
 
 def test_table5_rows_the_backbone_cannot_build_are_missing(tmp_path, monkeypatch):
