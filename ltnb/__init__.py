@@ -6,8 +6,9 @@ __version__ = "0.2.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_ltnb.ipynb #3fabe166
+# %% ../nbs/99_ltnb.ipynb #3889f69b
 from . import core, sampling, data, models, losses, metrics, engine, tables, config, experiments, reproduce  # the foundation
 from . import iur, icl, ikl                                                               # IKL / LTRL
+from . import shike                                                                       # SHIKE
 from . import iwb                                                                         # IWB, weight balancing
 from . import calibration                                                                 # long-tail calibration
