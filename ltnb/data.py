@@ -131,12 +131,15 @@ def cifar_transforms(
 def small_transforms(
     size: int,                   # image side (8 for digits, 28 for (Fashion-)MNIST)
     mean, std,
-    augment: bool | str = False, # True: random crop with padding size // 8
+    augment: bool | str = False, # True: random crop with padding size // 8 (+ horizontal flip when `flip`)
+    flip: bool = False,          # True for Fashion-MNIST (garments are mirror-symmetric); never for digits
 ) -> tuple:
     "(train, test) transforms of the small grey-scale datasets."
     test = T.Compose([ToFloat(), T.Normalize(mean, std)])
     if augment is False: return test, test
-    if augment is True: return T.Compose([T.RandomCrop(size, padding=max(size // 8, 1)), ToFloat(), T.Normalize(mean, std)]), test
+    if augment is True:
+        return T.Compose([T.RandomCrop(size, padding=max(size // 8, 1)), *([T.RandomHorizontalFlip()] if flip else []),
+                          ToFloat(), T.Normalize(mean, std)]), test
     raise ValueError(f"augment {augment!r} is not available for the small grey-scale datasets: use False or True")
 
 def imagenet_transforms(
@@ -371,7 +374,7 @@ _IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images
 FMNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
 def _idx_lt(name, dirs, how, tv_cls, root, download, classes, mean, std, *, imb_factor, n_max, subset, seed, val_fraction,
-            augment, profile):
+            augment, profile, flip=False):
     d = _find_files(dirs, _IDX_FILES)
     if d is None and download:
         import torchvision
@@ -382,7 +385,7 @@ def _idx_lt(name, dirs, how, tv_cls, root, download, classes, mean, std, *, imb_
     for a, b, f in ((x_tr, y_tr, "train"), (x_te, y_te, "t10k")):
         if a.ndim != 3 or len(a) != len(b): raise ValueError(f"{d}: {f} images {a.shape} do not match labels {b.shape}")
     t = lambda a: torch.as_tensor(a.copy()).unsqueeze(1)
-    train_tf, test_tf = small_transforms(x_tr.shape[-1], mean, std, augment)
+    train_tf, test_tf = small_transforms(x_tr.shape[-1], mean, std, augment, flip)
     return _lt_arrays(name, t(x_tr), y_tr.astype(np.int64), t(x_te), y_te.astype(np.int64), classes, imb_factor=imb_factor,
                       n_max=n_max, subset=subset, seed=seed, val_fraction=val_fraction, profile=profile, train_tf=train_tf,
                       test_tf=test_tf, mean=mean, std=std, info=dict(source=str(d), augment=augment))
@@ -395,7 +398,7 @@ def fmnist_lt(
     subset: str = "ldam",
     seed: int = 0,
     val_fraction: float = 0.0,
-    augment: bool | str = False,
+    augment: bool | str = False,  # True: random crop (padding 3) + horizontal flip
     profile: str = "exp",
     download: bool = False,    # True: torchvision downloads into root when no copy is found
     idx_dir=None,              # a directory holding the four IDX files (overrides the search)
@@ -407,7 +410,7 @@ def fmnist_lt(
            f"{root / 'fashion-mnist'}/, or pass download=True (torchvision)")
     return _idx_lt("fmnist_lt", dirs, how, "FashionMNIST", root, download and idx_dir is None, FMNIST_CLASSES, FMNIST_MEAN,
                    FMNIST_STD, imb_factor=imb_factor, n_max=n_max, subset=subset, seed=seed, val_fraction=val_fraction,
-                   augment=augment, profile=profile)
+                   augment=augment, profile=profile, flip=True)
 
 @register_dataset("mnist_lt", downloadable=True)
 def mnist_lt(
