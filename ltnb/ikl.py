@@ -365,7 +365,7 @@ def alpha_trajectories(dataset: str = "digits_lt",
                        device: str = "cpu",
                        lock: str | None = None,       # a file to flock during each training (shared machine)
                        **overrides):                  # recipe overrides
-    "α after every epoch of `method` under each α strategy, with the run's final test top-1 (one training each)."
+    "α after every epoch of `method` under each α strategy, with the run's final test top-1 in % (one training each)."
     import pandas as pd
     from dataclasses import fields
     from ltnb.experiments import run_config, build
@@ -387,7 +387,7 @@ def plot_alpha_trajectories(df, ax=None):
     import matplotlib.pyplot as plt
     if ax is None: _, ax = plt.subplots(figsize=(6, 3.2))
     for st, g in df.groupby("strategy", sort=False):
-        ax.plot(g["epoch"], g["alpha"], marker=".", label=f"{st} (top-1 {100 * g['final_top1'].iloc[-1]:.1f} %)")
+        ax.plot(g["epoch"], g["alpha"], marker=".", label=f"{st} (final test top-1 {g['final_top1'].iloc[-1]:.1f} %)")
     ax.set(xlabel="epoch", ylabel="α of Eq. 9", ylim=(-0.02, 1.02),
            title=f"{df['method'].iloc[0]} on {df['dataset'].iloc[0]}, seed {df['seed'].iloc[0]}")
     ax.legend(fontsize=8)
