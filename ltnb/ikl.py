@@ -10,20 +10,21 @@ from torch import nn
 import torch.nn.functional as F
 from .core import Method, Stage, GradRule
 from .losses import register_wrapper
-from .iur import PredictionMemory, cks_mask, iur_loss, logit_mse_loss, count_divided_logits
+from .iur import PredictionMemory, cks_mask, iur_loss, logit_mse_loss, count_divided_logits, cks_fraction
 from .icl import FeatureBank, class_centres, similarity_matrix, icl_soft_labels, icl_loss, collect_features
 
 # %% auto #0
-__all__ = ['ALPHA_STRATEGIES', 'alpha_at', 'kc_project', 'IKL', 'LTRL', 'epoch_times', 'ltrl_ablation_rows', 'learned_alphas',
-           'ltrl_gains', 'PredictionMemory', 'cks_mask', 'iur_loss', 'logit_mse_loss', 'count_divided_logits',
-           'FeatureBank', 'class_centres', 'similarity_matrix', 'icl_soft_labels', 'icl_loss']
+__all__ = ['ALPHA_STRATEGIES', 'alpha_at', 'kc_project', 'IKL', 'LTRL', 'epoch_times', 'alpha_trajectories',
+           'plot_alpha_trajectories', 'ltrl_ablation_rows', 'learned_alphas', 'ltrl_gains', 'PredictionMemory',
+           'cks_mask', 'iur_loss', 'logit_mse_loss', 'count_divided_logits', 'FeatureBank', 'class_centres',
+           'similarity_matrix', 'icl_soft_labels', 'icl_loss']
 
 # %% ../nbs/12_ikl.ipynb #946f16e6
 _all_ = ["PredictionMemory", "cks_mask", "iur_loss", "logit_mse_loss", "count_divided_logits",
          "FeatureBank", "class_centres", "similarity_matrix", "icl_soft_labels", "icl_loss"]
 
 # %% ../nbs/12_ikl.ipynb #1fe42021
-ALPHA_STRATEGIES = ("equal", "linear", "cosine", "learnable", "parabolic")
+ALPHA_STRATEGIES = ("equal", "linear", "cosine", "learnable", "parabolic", "uncertainty")
 
 def alpha_at(strategy,            # a name in ALPHA_STRATEGIES (but "learnable") or a float
              epoch: int,          # T: 0-based epoch of the run (finished epochs)
@@ -37,7 +38,7 @@ def alpha_at(strategy,            # a name in ALPHA_STRATEGIES (but "learnable")
     if strategy == "linear": return r
     if strategy == "cosine": return (1 - math.cos(math.pi * r)) / 2
     if strategy == "parabolic": return r ** 2
-    if strategy == "learnable": raise ValueError("a learnable alpha is a parameter of the IKL method, not a schedule")
+    if strategy in ("learnable", "uncertainty"): raise ValueError(f"alpha={strategy!r} is a parameter of the IKL method, not a schedule")
     raise ValueError(f"unknown alpha strategy {strategy!r}: use one of {', '.join(ALPHA_STRATEGIES)} or a float in [0, 1]")
 
 # %% ../nbs/12_ikl.ipynb #537517b4
@@ -57,10 +58,16 @@ _PAPER_DEFAULTS = dict(
     iur_form="kl",            # "kl" (Eq. 2-5) | "mse" (Eq. 10, Fig. 4c)
     soft_label="ikl",         # "ikl": Y + M normalised | "ltrl": a*Y + (1-a)*M | "code": (1-a)*Y + a*softmax(M_y)
     ks_alpha=None,            # the soft label's own mixing weight (ltrl / code forms); None: icl_soft_labels' default
+    ks_logits="auto",         # the logits ICL/KS's softmax sees: "raw" (the model's) | "adjusted" (the base loss's, e.g.
+                              # BSCE's z + log n) | "auto": "adjusted" with loss_form="code" (released code), else "raw"
+    icl_temperature=1.0,      # T of ICL's softmax in Eq. 8 (1: as the released code; 2 = Eq. 1's tau, the literal reading)
+    iur_norm="batch",         # Eq. 5's normaliser: "batch" (selected rows of the batch, released code) |
+                              # "dataset" (|D_CKS^{t-1}| of the whole training set, estimated per batch)
     loss_form="ikl",          # "ikl": Eq. 9 | "ltrl": L_LTR + KR + KS | "code": KS(adjusted logits) + kr_weight * KR
     kr_weight=1.0, ks_weight=1.0,
     kc=False,                 # LTRL Knowledge Correction
-    kc_group="paper",         # "paper": correct KR+KS against LTR | "code": correct KR against LTR+KS
+    kc_group="paper",         # "paper" (slide formula): correct KR+KS against LTR | "prose" (slide text): correct LTR
+                              # against KR+KS | "code": correct KR against LTR+KS
     kc_per_tensor=False,      # False: the whole-model gradient | True: each parameter tensor (code)
     count_divide=False,       # code: logits divided by the batch count of the sample's class before KR
     unseen="skip",            # first epoch: "skip" samples without a stored prediction | "zeros": the code's all-zero memory
@@ -104,6 +111,7 @@ class IKL(Method):
                  alpha=None, temperature=None, use_iur=None, use_icl=None, cks=None, iur_form=None, soft_label=None,
                  ks_alpha=None, loss_form=None, kr_weight=None, ks_weight=None, kc=None, kc_group=None,
                  kc_per_tensor=None, count_divide=None, unseen=None, median=None, centre_source=None, teacher=None,
+                 ks_logits=None, icl_temperature=None, iur_norm=None,
                  memory_layout=None, memory_dtype=None, memory_k=None, memory_store=None, memory_path=None,
                  feature_dtype=None, feature_store=None, feature_path=None, eval_batch_size=None):
         given = {k: v for k, v in locals().items() if k in _PAPER_DEFAULTS and v is not None}
@@ -123,6 +131,12 @@ class IKL(Method):
         if hp["alpha"] == "learnable":
             self.alpha_logit = nn.Parameter(torch.zeros(()))   # alpha = sigmoid(0) = 0.5
             self.no_weight_decay = tuple(self.no_weight_decay) + ("method.alpha_logit",)   # a loss weight is not decayed
+        if hp["alpha"] == "uncertainty":
+            self.alpha_logvar = nn.Parameter(torch.zeros(2))   # s = (s_LTR, s_aux); alpha = sigmoid(s_LTR - s_aux) = 0.5
+            self.no_weight_decay = tuple(self.no_weight_decay) + ("method.alpha_logvar",)
+        self._ks_adjusted = hp["ks_logits"] == "adjusted" or (hp["ks_logits"] == "auto" and hp["loss_form"] == "code")
+        if self._ks_adjusted: _adjusted_logits(base, torch.zeros(1, len(base.counts)))   # fails early for other bases
+        self.alpha_trace, self._cks_frac = [], None
         C = len(base.counts)
         self.register_buffer("M", torch.zeros(C, C))            # similarity matrix of the previous epoch's centres
         self.register_buffer("has_M", torch.zeros((), dtype=torch.bool))
@@ -132,10 +146,14 @@ class IKL(Method):
     def _check(self, hp):
         "Reject inconsistent settings with a message that says what to do."
         for k, ok in dict(iur_form=("kl", "mse"), soft_label=("ikl", "ikl_raw", "ltrl", "code"), loss_form=("ikl", "ltrl", "code"),
-                          kc_group=("paper", "code"), unseen=("skip", "zeros"), median=("average", "lower"),
-                          centre_source=("eval", "train"), teacher=("previous_epoch", "latest")).items():
+                          kc_group=("paper", "prose", "code"), unseen=("skip", "zeros"), median=("average", "lower"),
+                          centre_source=("eval", "train"), teacher=("previous_epoch", "latest"),
+                          ks_logits=("auto", "raw", "adjusted"), iur_norm=("batch", "dataset")).items():
             if hp[k] not in ok: raise ValueError(f"{k} must be one of {ok}, got {hp[k]!r}")
-        if hp["alpha"] != "learnable": alpha_at(hp["alpha"], 0, 1)      # validates the name / value
+        if hp["alpha"] not in ("learnable", "uncertainty"): alpha_at(hp["alpha"], 0, 1)      # validates the name / value
+        if not float(hp["icl_temperature"]) > 0: raise ValueError(f"icl_temperature must be > 0, got {hp['icl_temperature']!r}")
+        if hp["iur_norm"] == "dataset" and hp["iur_form"] != "kl":
+            raise ValueError("iur_norm='dataset' is Eq. 5's normaliser of the KL form: use it with iur_form='kl'")
         if not (hp["use_iur"] or hp["use_icl"]): raise ValueError("both IUR and ICL are off: use the base method itself")
 
     # --- the base method's protocol, passed through -------------------------------------------------------------
@@ -147,7 +165,9 @@ class IKL(Method):
     def after_step(self, model, epoch, stage): self.base.after_step(model, epoch, stage)
     def on_epoch_start(self, epoch, stage, model):
         self.base.on_epoch_start(epoch, stage, model)
-        if self.memory is not None: self.memory.begin_epoch(epoch)     # teacher = epoch-1's writes (teacher="previous_epoch")
+        if self.memory is not None:
+            self.memory.begin_epoch(epoch)     # teacher = epoch-1's writes (teacher="previous_epoch")
+            if self.hp["iur_norm"] == "dataset": self._cks_frac = cks_fraction(self.memory, self._data.train.targets)
         if self.bank is not None: self.bank.reset()
     def eval_logits(self, out): return self.base.eval_logits(out)
 
@@ -170,9 +190,11 @@ class IKL(Method):
 
     # --- alpha ----------------------------------------------------------------------------------------------------
     def alpha(self, epoch: int):
-        "The α of Eq. 9 at `epoch` (a tensor when learnable)."
+        "The α of Eq. 9 at `epoch` (a tensor when learnable; a constant of the step, detached, for 'uncertainty')."
         a = self.hp["alpha"]
-        return torch.sigmoid(self.alpha_logit) if a == "learnable" else alpha_at(a, epoch, self.total_epochs)
+        if a == "learnable": return torch.sigmoid(self.alpha_logit)
+        if a == "uncertainty": return torch.sigmoid(self.alpha_logvar[0] - self.alpha_logvar[1]).detach()
+        return alpha_at(a, epoch, self.total_epochs)
 
     # --- the loss -------------------------------------------------------------------------------------------------
     def _student(self, logits, target):
@@ -186,8 +208,12 @@ class IKL(Method):
             mask = valid.to(target.device) if valid is not None else torch.ones_like(target, dtype=torch.bool)
             if hp["cks"]: mask = mask & (mem.predicted(index).to(target.device) == target)
             return logit_mse_loss(z, mem.logits(index), mask=mask)
+        denom = None
+        if hp["iur_norm"] == "dataset":   # Eq. 5: sum over the batch's CKS rows / (B |D_CKS^{t-1}| / N)
+            frac = self._cks_frac if self._cks_frac is not None else cks_fraction(mem, self._data.train.targets)
+            denom = max(len(target) * frac, 1e-12)       # no CKS row anywhere: the sum is 0, and so is the term
         return iur_loss(z, mem.probs(index, hp["temperature"]), target, tau=hp["temperature"], cks=hp["cks"],
-                        valid=valid, prev_is_prob=True)
+                        valid=valid, prev_is_prob=True, denom=denom)
 
     def _soft(self, target):
         hp = self.hp
@@ -195,27 +221,42 @@ class IKL(Method):
         return icl_soft_labels(target, self.M if bool(self.has_M) else None, form=hp["soft_label"],
                                num_classes=self.num_classes, **kw)
 
+    def _icl_logits(self, logits):
+        "What ICL/KS's softmax sees: raw or the base loss's adjusted logits (`ks_logits`), over `icl_temperature`."
+        z = _adjusted_logits(self.base, logits) if self._ks_adjusted else logits
+        return z / self.hp["icl_temperature"] if self.hp["icl_temperature"] != 1 else z
+
     def loss_terms(self, out, target, index, epoch, stage):
         hp = self.hp
         logits = out["logits"].float()
         terms = {}
         if hp["loss_form"] == "code":     # KS replaces the base loss; KR on top (spec items 7, 9)
-            terms["ks"] = hp["ks_weight"] * icl_loss(_adjusted_logits(self.base, logits), self._soft(target), stable=False)
+            terms["ks"] = hp["ks_weight"] * icl_loss(self._icl_logits(logits), self._soft(target), stable=False)
             if hp["use_iur"]: terms["kr"] = hp["kr_weight"] * self._iur(logits, target, index)
             return terms
         ltr = sum(self.base.loss_terms(out, target, index, epoch, stage).values())
+        aux = {}
+        if hp["use_iur"]: aux["iur"] = hp["kr_weight"] * self._iur(logits, target, index)
+        if hp["use_icl"]: aux["icl"] = hp["ks_weight"] * icl_loss(self._icl_logits(logits), self._soft(target))
         a = self.alpha(epoch) if hp["loss_form"] == "ikl" else None
         w_ltr, w_aux = (1 - a, a) if a is not None else (1.0, 1.0)
         terms["ltr"] = w_ltr * ltr
-        if hp["use_iur"]: terms["iur"] = w_aux * hp["kr_weight"] * self._iur(logits, target, index)
-        if hp["use_icl"]: terms["icl"] = w_aux * hp["ks_weight"] * icl_loss(logits, self._soft(target))
+        terms.update({k: w_aux * v for k, v in aux.items()})
+        if hp["alpha"] == "uncertainty" and hp["loss_form"] == "ikl":
+            # Kendall et al. (2018): min over s of sum_k exp(-s_k) L_k + s_k, on the detached losses, so exp(-s_k) -> 1/L_k
+            # and alpha -> L_LTR / (L_LTR + L_aux). Value 0 (only its gradient, to s, counts); the model sees Eq. 9 with alpha fixed.
+            L = torch.stack([torch.as_tensor(ltr).float().detach().reshape(()), sum(aux.values()).detach().reshape(())])
+            fit = (torch.exp(-self.alpha_logvar) * L.to(self.alpha_logvar.device) + self.alpha_logvar).sum()
+            terms["alpha_fit"] = fit - fit.detach()
         return terms
 
     @property
     def grad_rule(self):
         "LTRL's Knowledge Correction as a rule between two groups of loss terms (None when KC is off)."
         if not self.hp["kc"]: return None
-        base, other = (("ltr",), ("iur", "icl")) if self.hp["kc_group"] == "paper" else (("ltr", "ks", "icl"), ("iur", "kr"))
+        base, other = {"paper": (("ltr",), ("iur", "icl")),                  # slide formula: KR+KS onto LTR's normal plane
+                       "prose": (("iur", "icl", "kr"), ("ltr", "ks")),       # slide text: LTR onto KR+KS's normal plane
+                       "code": (("ltr", "ks", "icl"), ("iur", "kr"))}[self.hp["kc_group"]]
         return GradRule(base, other, self._combine, per_tensor=self.hp["kc_per_tensor"])
 
     def _combine(self, g_base, g_other):
@@ -232,6 +273,7 @@ class IKL(Method):
     @torch.no_grad()
     def on_epoch_end(self, epoch, stage, model):
         self.base.on_epoch_end(epoch, stage, model)
+        if self.hp["loss_form"] == "ikl": self.alpha_trace.append(float(self.alpha(epoch)))   # the α this epoch ended with
         if not self.hp["use_icl"]: return
         if self.hp["centre_source"] == "train": centres = self.bank.centres(rule=self.hp["median"], device=self.M.device)
         else: centres = self._eval_centres(model)
@@ -313,6 +355,44 @@ def epoch_times(dataset: str = "digits_lt",
     df["overhead"] = df["sec_per_epoch"] / df["sec_per_epoch"].iloc[0] - 1
     return df
 
+# %% ../nbs/12_ikl.ipynb #0d885168
+def alpha_trajectories(dataset: str = "digits_lt",
+                       strategies=("learnable", "uncertainty", "parabolic"),   # values of the wrapper's alpha
+                       method: str = "ce+ikl",
+                       budget: str = "smoke",
+                       epochs: int | None = None,     # None: the budget's
+                       seed: int = 0,
+                       device: str = "cpu",
+                       lock: str | None = None,       # a file to flock during each training (shared machine)
+                       **overrides):                  # recipe overrides
+    "α after every epoch of `method` under each α strategy, with the run's final test top-1 in % (one training each)."
+    import pandas as pd
+    from dataclasses import fields
+    from ltnb.experiments import run_config, build
+    from ltnb.engine import Trainer, TrainConfig
+    rows, data = [], None
+    for st in strategies:
+        ov = {**({"train.epochs": epochs} if epochs else {}), **overrides}
+        cfg = run_config(dataset, method, budget, seed, method_kw={"alpha": st}, **ov)
+        data, model, m = build(cfg, data)
+        known = {f.name for f in fields(TrainConfig)}
+        tc = TrainConfig(**{k: v for k, v in cfg["train"].items() if k in known}, device=device, progress=False)
+        with _flock(lock): res = Trainer(model, m, data, tc).fit()
+        rows += [dict(dataset=dataset, method=method, strategy=str(st), seed=seed, epoch=e, alpha=a, final_top1=res.last["top1"])
+                 for e, a in enumerate(m.alpha_trace)]
+    return pd.DataFrame(rows)
+
+def plot_alpha_trajectories(df, ax=None):
+    "α per epoch, one line per strategy, the final top-1 in the legend."
+    import matplotlib.pyplot as plt
+    if ax is None: _, ax = plt.subplots(figsize=(6, 3.2))
+    for st, g in df.groupby("strategy", sort=False):
+        ax.plot(g["epoch"], g["alpha"], marker=".", label=f"{st} (final test top-1 {g['final_top1'].iloc[-1]:.1f} %)")
+    ax.set(xlabel="epoch", ylabel="α of Eq. 9", ylim=(-0.02, 1.02),
+           title=f"{df['method'].iloc[0]} on {df['dataset'].iloc[0]}, seed {df['seed'].iloc[0]}")
+    ax.legend(fontsize=8)
+    return ax
+
 # %% ../nbs/12_ikl.ipynb #8dd71904
 from .reproduce import declare_table
 
@@ -364,10 +444,14 @@ def ltrl_ablation_rows(base: str = "bsce", label: str | None = None) -> dict:
 
 # %% ../nbs/12_ikl.ipynb #00f9f33e
 def learned_alphas(runs) -> pd.DataFrame:
-    "The final α = σ(θ) of every run with the learnable strategy."
+    "The final α of every run with a learned α: σ(θ) ('learnable'), σ(s_LTR - s_aux) ('uncertainty')."
     import pandas as pd
-    rows = [dict(row=r.label, seed=r.config["seed"], alpha=torch.sigmoid(r.method_state_dict()["alpha_logit"]).item())
-            for r in runs if r.config["method"].get("alpha") == "learnable"]
+    def _alpha(r):
+        sd = r.method_state_dict()
+        if "alpha_logvar" in sd: return torch.sigmoid(sd["alpha_logvar"][0] - sd["alpha_logvar"][1]).item()
+        return torch.sigmoid(sd["alpha_logit"]).item()
+    rows = [dict(row=r.label, seed=r.config["seed"], alpha=_alpha(r))
+            for r in runs if r.config["method"].get("alpha") in ("learnable", "uncertainty")]
     return pd.DataFrame(rows, columns=["row", "seed", "alpha"])
 
 _STEPS = ["none", "KR", "KS", "KR+KS", "KR+KS+KC"]

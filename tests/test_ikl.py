@@ -194,3 +194,82 @@ def test_unnormalised_eq7_is_a_switch_not_a_rescaling(digits):
     zz = z.clone().requires_grad_()
     g = {f: torch.autograd.grad(icl_loss(zz, icl_soft_labels(y, M, form=f)), zz)[0] for f in ("ikl", "ikl_raw")}
     torch.testing.assert_close(g["ikl_raw"], w[:, None] * g["ikl"])
+
+
+# ----------------------------------------------------------------------------- issue 9 §2: the named switches
+
+def test_kc_prose_projects_ltr_against_the_knowledge_terms():
+    "kc_group='prose' (the slides' text): g_LTR loses its component against g_KR+KS; hand case on a one-layer model."
+    from torch import nn
+    from ltnb.losses import create_method
+    rule = create_method("ce+ikl+kc", [5, 3], kc_group="prose").grad_rule
+    assert (rule.base, rule.other) == (("iur", "icl", "kr"), ("ltr", "ks"))
+    lin = nn.Linear(3, 2, bias=False)
+    with torch.no_grad(): lin.weight.copy_(torch.tensor([[1., 0., 0.], [0., 1., 0.]]))
+    x = torch.tensor([[1., 2., 0.]])
+    terms = {"ltr": lin(x)[0, 0], "iur": -lin(x)[0, 0] + lin(x)[0, 1]}
+    # g_ltr = [[1,2,0],[0,0,0]], g_iur = [[-1,-2,0],[1,2,0]], <g_ltr, g_iur> = -5, |g_iur|^2 = 10:
+    # g_ltr + 0.5 g_iur = [[.5,1,0],[.5,1,0]]; plus g_iur = [[-.5,-1,0],[1.5,3,0]]  (the formula's grouping gives [[1,2,0],[1,2,0]])
+    backward_terms(terms, list(lin.parameters()), rule)
+    torch.testing.assert_close(lin.weight.grad, torch.tensor([[-.5, -1., 0.], [1.5, 3., 0.]]))
+
+
+@pytest.mark.parametrize("kw,expect", [
+    ({}, lambda z, n: z),                                           # default: raw logits (loss_form ikl)
+    ({"ks_logits": "adjusted"}, lambda z, n: z + torch.log(n + 1e-9)),
+    ({"icl_temperature": 2.0}, lambda z, n: z / 2),
+    ({"ks_logits": "adjusted", "icl_temperature": 2.0}, lambda z, n: (z + torch.log(n + 1e-9)) / 2)])
+def test_icl_logits_switches(kw, expect, digits):
+    "What ICL's softmax sees: raw or BSCE-adjusted logits, at temperature 1 or T."
+    from ltnb.losses import create_method
+    import torch.nn.functional as F
+    m = create_method("bsce+ikl+noiur", digits.class_counts, **kw); m.stages(2)
+    z, y = torch.randn(24, 10, generator=torch.Generator().manual_seed(3)), torch.arange(24) % 10
+    icl = m.loss_terms({"logits": z}, y, torch.arange(24), 1, None)["icl"]
+    n = torch.as_tensor(digits.class_counts, dtype=torch.float)
+    torch.testing.assert_close(icl, 0.25 * F.cross_entropy(expect(z, n), y))
+
+
+def test_code_form_uses_adjusted_logits_unless_told(digits):
+    from ltnb.losses import create_method
+    z, y = torch.randn(24, 10, generator=torch.Generator().manual_seed(4)), torch.arange(24) % 10
+    n = torch.as_tensor(digits.class_counts, dtype=torch.float)
+    soft = 0.9 * torch.nn.functional.one_hot(y, 10) + 0.01
+    for kw, zz in (({}, z + torch.log(n + 1e-9)), ({"ks_logits": "raw"}, z)):
+        ks = create_method("bsce+ltrl+code+noiur", digits.class_counts, **kw).loss_terms({"logits": z}, y, torch.arange(24), 0, None)["ks"]
+        torch.testing.assert_close(ks, -(soft * torch.log(torch.softmax(zz, 1))).sum(1).mean())
+
+
+def test_iur_dataset_normaliser(digits):
+    "iur_norm='dataset': the batch's sum over CKS rows / (B |D_CKS^{t-1}| / N), |D_CKS| counted at the epoch's start."
+    from ltnb.losses import create_method
+    from ltnb.models import create_model
+    from ltnb.iur import iur_loss
+    N, C = len(digits.train), digits.num_classes
+    t = torch.as_tensor(digits.train.targets).long()
+    prev = 3. * torch.nn.functional.one_hot(torch.where(torch.arange(N) % 4 == 0, t, (t + 1) % C), C).float()  # 1/4 right
+    net = create_model("cnn8", C, in_chans=1)
+    out = {}
+    for norm in ("batch", "dataset"):
+        m = create_method("ce+ikl+noicl", digits.class_counts, iur_norm=norm); m.setup(net, digits); st = m.stages(2)[0]
+        m.on_epoch_start(0, st, net); m.memory.update(torch.arange(N), prev); m.on_epoch_start(1, st, net)
+        idx = torch.arange(0, 64)
+        z = torch.randn(64, C, generator=torch.Generator().manual_seed(5))
+        out[norm] = m.loss_terms({"logits": z, "features": None}, t[idx], idx, 1, st)["iur"]
+    frac = (torch.arange(N) % 4 == 0).float().mean().item()
+    a = 0.25
+    torch.testing.assert_close(out["batch"], a * iur_loss(z, prev[:64], t[:64]))
+    torch.testing.assert_close(out["dataset"], a * iur_loss(z, prev[:64], t[:64], denom=64 * frac))
+    assert not torch.isclose(out["batch"], out["dataset"])
+
+
+def test_uncertainty_alpha_trains_and_stays_out_of_kc_and_decay(tmp_path):
+    "alpha='uncertainty' through the trainer with KC: its log-variances move, get no weight decay, and stay finite."
+    from ltnb.experiments import run
+    cfg = run_config("digits_lt", "ce+ikl+kc", "smoke", 0, method_kw={"alpha": "uncertainty"}, **{"train.epochs": 3})
+    r = run(cfg, tmp_path, device="cpu")
+    s = r.method_state_dict()["alpha_logvar"]
+    assert torch.isfinite(s).all() and not torch.equal(s, torch.zeros(2))
+    assert all(h["loss_alpha_fit"] == 0 for h in r.history)
+    _, model, m = build(cfg)
+    assert "method.alpha_logvar" in m.no_weight_decay
