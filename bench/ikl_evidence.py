@@ -45,7 +45,7 @@ def main(argv=None):
         "table6": ("ikl_table6", a.seeds, None, {"Softmax+IKL": "Softmax", "LDAM+IKL": "LDAM"}),
         "table7": ("ikl_table7", a.seeds, None, {"Softmax+ICL": "Softmax", "Softmax+IUR": "Softmax", "Softmax+IUR+ICL": "Softmax"}),
         "ltrl8": ("ltrl_table8", a.seeds, abl, {k: "BSCE" for k in abl if k != "BSCE"}),
-        "table8": ("ikl_table8", a.seeds[:1], None, {}),
+        "table8": ("ikl_table8", a.seeds[:1], {"Uncertainty weighting (ltnb)": ["ce+ikl", {"alpha": "uncertainty"}]}, {}),
     }
     gains = []
     for name, (table, seeds, extra, pairs) in plan.items():
