@@ -168,11 +168,18 @@ def main(argv=None):
     # the base runs (IF 100 first: the IKL comparison needs it), then BSCE / BSCE+IKL at IF 100
     jobs = [(f"ce IF {f}", run_config(a.dataset, "ce", a.budget, s, **{**ov, "data.imb_factor": 1 / f}))
             for f in a.imb_factors for s in a.seeds]
-    if not a.skip_ikl:
-        jobs += [(m, run_config(a.dataset, m, a.budget, s, **{**ov, "data.imb_factor": 1 / 100}))
-                 for m in ("bsce", "bsce+ikl") for s in a.seeds]
+    if not a.skip_ikl:   # right after IF 100's base runs: with a deadline, IF 100 and the IKL question come first
+        ikl = [(m, run_config(a.dataset, m, a.budget, s, **{**ov, "data.imb_factor": 1 / 100}))
+               for m in ("bsce", "bsce+ikl") for s in a.seeds]
+        k = len(a.seeds) * (a.imb_factors.index(100) + 1) if 100 in a.imb_factors else len(jobs)
+        jobs = jobs[:k] + ikl + jobs[k:]
     timing, complete = train(jobs, a.runs_dir, dl)
-    if not complete: sys.exit(1)
+    if not complete:   # past the deadline: the imbalance factors (and the IKL part) whose every seed is finished
+        ok = lambda lab: all(_finished(c, a.runs_dir) for l, c in jobs if l == lab)
+        a.imb_factors = [f for f in a.imb_factors if ok(f"ce IF {f}")]
+        a.skip_ikl = a.skip_ikl or not (ok("bsce") and ok("bsce+ikl") and 100 in a.imb_factors)
+        print(f"deadline: imbalance factors {a.imb_factors} only; IKL part {'skipped' if a.skip_ikl else 'kept'}", flush=True)
+        if not a.imb_factors: sys.exit(1)
 
     rep = reproduce("calib_table2", a.dataset, a.budget, a.seeds, device="cpu", runs_dir=a.runs_dir, sweep=a.imb_factors,
                     overrides=ov)
