@@ -144,6 +144,22 @@ def ikl_figure(df, path, title):
         ax.set(xlabel="", title=f"{title} ({ts})"); ax.tick_params(axis="x", labelsize=7)
     fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
 
+def write_ikl(df, istem, a, iov):
+    s, ip = ikl_summary(df), ikl_paired(df)
+    df.to_csv(istem.with_suffix(".csv"), index=False)
+    s.to_csv(istem.with_name(istem.name + "_summary.csv"), index=False)
+    ip.to_csv(istem.with_name(istem.name + "_paired.csv"), index=False)
+    split = "data.val_fraction" in iov
+    how = "80/20 split, calibrators fitted on the 20%" if split else \
+          "no validation split (the IKL evidence's runs): calibrators fitted on the training set's clean pass (biased)"
+    ikl_figure(df, istem.with_suffix(".png"), f"ECE per group, {a.dataset} ({a.budget}), {len(a.seeds)} seeds, {'80/20' if split else 'no val split'}")
+    pd.set_option("display.width", 250); pd.set_option("display.max_columns", 40)
+    print(f"\nSoftmax / BSCE / BSCE+IKL, {a.dataset} ({a.budget}), {how}: ECE (%) per group before / after TS and Ours")
+    print(s.to_string(index=False))
+    print("\npaired per-seed differences, ECE points")
+    print(ip.to_string(index=False))
+    print(f"wrote {istem}*")
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="fmnist_lt"); p.add_argument("--budget", default="cpu")
@@ -155,6 +171,10 @@ def main(argv=None):
     p.add_argument("--no-lock", action="store_true", help="do not take the shared training lock (seconds-long smoke checks only)")
     p.add_argument("--deadline", default=None, help="HH:MM (local): start no training run after it")
     p.add_argument("--skip-ikl", action="store_true")
+    p.add_argument("--ikl-only", action="store_true", help="only the Softmax / BSCE / BSCE+IKL question")
+    p.add_argument("--ikl-val", choices=["split", "none"], default="split",
+                   help="split: those runs on the 80/20 split (IF 100); none: the runs without a validation split (the IKL "
+                        "evidence's, the dataset's own IF): calibrators fitted on the training set's clean pass (biased)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe overrides for every run")
     a = p.parse_args(argv)
     if not a.no_lock: os.environ.setdefault("LTNB_TRAIN_LOCK", LOCK)   # `run` holds it while training, per run
@@ -165,6 +185,19 @@ def main(argv=None):
         h, m = map(int, a.deadline.split(":")); lt = time.localtime()
         dl = time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, h, m, 0, 0, 0, -1))
     t0 = time.time()
+    if a.ikl_only:
+        iov = {**ov, "data.imb_factor": 1 / 100} if a.ikl_val == "split" else {k: v for k, v in ov.items() if k != "data.val_fraction"}
+        timing, complete = train([(m, run_config(a.dataset, m, a.budget, s, **iov)) for m in IKL_METHODS.values() for s in a.seeds],
+                                 a.runs_dir, dl)
+        if not complete: sys.exit(1)
+        from ltnb.reproduce import _seeds_tag
+        istem = figures_dir() / f"calib_ikl_{a.dataset}_{a.budget}_{_seeds_tag(a.seeds)}{'' if a.ikl_val == 'split' else '_noval'}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            df = ikl_part(a.dataset, a.budget, a.seeds, iov, a.runs_dir, a.shift, a.severity)
+        write_ikl(df, istem, a, iov)
+        return
+
     # the base runs (IF 100 first: the IKL comparison needs it), then BSCE / BSCE+IKL at IF 100
     jobs = [(f"ce IF {f}", run_config(a.dataset, "ce", a.budget, s, **{**ov, "data.imb_factor": 1 / f}))
             for f in a.imb_factors for s in a.seeds]
@@ -207,15 +240,7 @@ def main(argv=None):
     if not a.skip_ikl:
         df = ikl_part(a.dataset, a.budget, a.seeds, {**ov, "data.imb_factor": 1 / 100}, a.runs_dir, a.shift, a.severity)
         istem = figures_dir() / stem.name.replace("calib_table2_", "calib_ikl_")
-        s, ip = ikl_summary(df), ikl_paired(df)
-        df.to_csv(istem.with_suffix(".csv"), index=False)
-        s.to_csv(istem.with_name(istem.name + "_summary.csv"), index=False)
-        ip.to_csv(istem.with_name(istem.name + "_paired.csv"), index=False)
-        ikl_figure(df, istem.with_suffix(".png"), f"ECE per group, {a.dataset} IF 100 ({a.budget}), {len(a.seeds)} seeds")
-        print(f"\nSoftmax / BSCE / BSCE+IKL, IF 100, same 80/20 split: ECE (%) per group before / after TS and Ours")
-        print(s.to_string(index=False))
-        print("\npaired per-seed differences, ECE points")
-        print(ip.to_string(index=False))
+        write_ikl(df, istem, a, {**ov, "data.imb_factor": 1 / 100})
     if timing: print("\ntraining this call:", round(sum(t["train_s"] for t in timing)), "s;", pd.DataFrame(timing).to_string(index=False))
     print(f"wrote {stem}*; {time.time() - t0:.0f}s")
 
