@@ -444,8 +444,9 @@ def plot_tsne(runs: dict,                    # {label: Run}, e.g. two imbalance 
 
 # %% ../nbs/30_iwb.ipynb #a2154daa
 def paired_gains(rep, base: str, metrics=("many", "medium", "few", "all")):
-    "Per-row gain over the row `base` of the same seed: mean, std and t = mean / (std / sqrt(n)) per metric."
+    "Per-row gain over the row `base` of the same seed: mean, std and t = mean / (std / sqrt(n)) per metric; t_crit (5%, two-sided) and the verdict on `all`."
     import pandas as pd
+    from scipy.stats import t as t_dist
     f = rep.frame("last")
     b = f[f.method == base].set_index("seed")
     out = []
@@ -457,6 +458,9 @@ def paired_gains(rep, base: str, metrics=("many", "medium", "few", "all")):
         for k in metrics:
             x = d[k].astype(float).dropna()
             mu, sd = x.mean(), x.std(ddof=1) if len(x) > 1 else float("nan")
-            row.update({f"Δ{k}": mu, f"Δ{k}_std": sd, f"t_{k}": mu / (sd / math.sqrt(len(x))) if len(x) > 1 and sd > 0 else float("nan")})
+            ok = len(x) > 1 and sd > 1e-9 * max(1.0, abs(mu))      # a zero spread (up to rounding) has no t
+            row.update({f"Δ{k}": mu, f"Δ{k}_std": sd, f"t_{k}": mu / (sd / math.sqrt(len(x))) if ok else float("nan")})
+        row["t_crit"] = float(t_dist.ppf(0.975, n - 1)) if n > 1 else float("nan")
+        row["beyond_noise_all"] = bool(abs(row.get("t_all", float("nan"))) > row["t_crit"]) if "all" in metrics else None
         out.append(row)
     return pd.DataFrame(out).round(2)
