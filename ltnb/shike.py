@@ -252,8 +252,9 @@ DKT_FORMS, RETRAIN_BN = ("paper", "code"), ("eval", "train")
 @dataclass
 class ShikeOptions:
     "Where SHIKE's paper and official code differ (spec §3–5): `.paper()` and `.official_code()` presets."
-    alpha: float | None = None       # weight of L_nt (Eq. 10; not in the paper). None: the code's 10, i.e. 10/C with "batchmean"
-    beta: float | None = None        # weight of L_mu (not in the paper). None: the code's 1, i.e. 1/C with "batchmean"
+    alpha: float | None = None       # weight of L_nt (Eq. 10; not in the paper). None: the code's 10, i.e. 10/weight_classes with "batchmean"
+    beta: float | None = None        # weight of L_mu (not in the paper). None: the code's 1, i.e. 1/weight_classes with "batchmean"
+    weight_classes: int | None = 100 # "batchmean": the C at which the code's weights (on KLs / C) are read: 100 (its config) | None: this C
     dkt_form: str = "paper"          # "paper": softmax over the C-1 non-target logits | "code": `dkt_loss_code`
     kl_reduction: str = "batchmean"  # "batchmean": the paper's KL | "mean": also / C (the code's kl_div default)
     detach_teacher: bool = False     # stop-gradient teacher (neither paper nor code)
@@ -270,7 +271,7 @@ class ShikeOptions:
 
     def weights(self, num_classes: int) -> tuple[float, float]:
         "(alpha, beta) for `num_classes` classes: the code's 10 and 1 in the units of this `kl_reduction`."
-        per = 1.0 if self.kl_reduction == "mean" else 1.0 / num_classes
+        per = 1.0 if self.kl_reduction == "mean" else 1.0 / (self.weight_classes or num_classes)
         return (10.0 * per if self.alpha is None else float(self.alpha), 1.0 * per if self.beta is None else float(self.beta))
 
     @classmethod
@@ -323,7 +324,7 @@ class Shike(Method):
     recipe, recipe_scaling = _SHIKE_RECIPE, {"stage1_epochs": "epochs", "stage2_epochs": "stage2"}
     def __init__(self, counts,
                  preset: str = "paper",              # "paper" | "official_code": the `ShikeOptions` preset
-                 alpha: float | None = None,         # L_nt weight (None: the code's 10, in the units of the KL reduction)
+                 alpha: float | None = None,         # L_nt weight (None: the code's 10, in the units of the KL reduction: 0.1 on the paper's KL)
                  beta: float | None = None,          # L_mu weight (None: the code's 1, likewise)
                  stage1_epochs: int | None = None,   # None: the run's epochs
                  stage1_lr: float | None = None,     # nominal lr of both stages (None: the run's lr)
