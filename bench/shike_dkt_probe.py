@@ -4,7 +4,10 @@ with one DKT switch changed at a time; the shared lock is taken per run.
     LTNB_RUNS=/tmp/shike-runs OMP_NUM_THREADS=1 python bench/shike_dkt_probe.py [seed]
 
 Prints, per variant: many / medium / few / all and per-class test accuracy (last epoch), and the stage-1 end losses.
-Diagnosis only (one seed, test numbers): nothing here picks a default."""
+Diagnosis only (one seed, test numbers): nothing here picks a default. The numbers in nbs/20_shike.ipynb ("Why L_nt
+collapsed classes") came from this script before `weight_classes` existed, when alpha=None meant 10/C (runs keyed
+{"beta": 0.0} etc.); the variants are now spelled out, so rerunning it retrains them (~4 min a run).
+Run as: LTNB_RUNS=/tmp/shike-runs OMP_NUM_THREADS=1 python bench/shike_dkt_probe.py 0 [substrings of variant labels]"""
 import fcntl, sys
 import numpy as np
 import ltnb  # noqa: F401  registers SHIKE and its tables
@@ -14,10 +17,10 @@ from ltnb.metrics import classification_report
 SEED = int(sys.argv[1]) if len(sys.argv) > 1 else 0
 OV = {"model.widths": [8, 16, 32], "train.eval_every": 35}   # the previous ladder's narrow shike_cnn28 (its runs are cached)
 VARIANTS = {
-    "L_nt, alpha=10/C=1 (default)": ("shike", {"beta": 0.0}),
-    "L_nt, alpha=0.1 (CIFAR-100's 10/C)": ("shike", {"beta": 0.0, "alpha": 0.1}),
-    "L_nt, detach_teacher": ("shike", {"beta": 0.0, "options": {"detach_teacher": True}}),
-    "L_nt, dkt_form=code": ("shike", {"beta": 0.0, "options": {"dkt_form": "code"}}),
+    "L_nt, alpha=10/C=1 (the old default)": ("shike", {"beta": 0.0, "options": {"weight_classes": None}}),
+    "L_nt, alpha=0.1 (=10/100, the default)": ("shike", {"beta": 0.0, "alpha": 0.1}),
+    "L_nt, alpha=1, detach_teacher": ("shike", {"beta": 0.0, "options": {"detach_teacher": True, "weight_classes": None}}),
+    "L_nt, alpha=1, dkt_form=code": ("shike", {"beta": 0.0, "options": {"dkt_form": "code", "weight_classes": None}}),
     "no L_nt (MoE+DKF)": ("shike", {"alpha": 0.0, "beta": 0.0}),
 }
 pick = sys.argv[2:] or list(VARIANTS)

@@ -79,20 +79,30 @@ def main():
     p.add_argument("--dataset", default="fmnist_lt"); p.add_argument("--budget", default="cpu")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--budget-min", type=float, default=30.0, help="stop before a seed that would exceed this much training")
+    p.add_argument("--deadline", default=None, help="HH:MM (today, local time): start no run after it, minus the longest run so far")
     p.add_argument("--overrides", type=json.loads, default={}, help='JSON dotted overrides for every run, e.g. {"model.widths": [8, 16, 32]}')
     a = p.parse_args()
+    deadline = None
+    if a.deadline:
+        import datetime
+        h, m = map(int, a.deadline.split(":"))
+        deadline = datetime.datetime.now().replace(hour=h, minute=m, second=0).timestamp()
     torch.set_num_threads(1)   # tiny models on a shared 2-core machine: 1 thread (2 threads fight other users' jobs)
     runs, done, spent, per_seed = [], [], 0.0, []
     for s in a.seeds:
         if per_seed and spent + max(per_seed) > 60 * a.budget_min:
             print(f"stop before seed {s}: {spent / 60:.1f} min of training used, a seed takes ~{max(per_seed) / 60:.1f} min", flush=True)
             break
-        ts = 0.0
+        ts, longest = 0.0, 0.0
         for label in LADDER:
-            r, dt = run_one(label, s, a); ts += dt; runs.append(r)
+            if deadline and time.time() + max(longest, 240) > deadline:
+                print(f"deadline {a.deadline}: not starting seed {s} {label}", flush=True); break
+            r, took = run_one(label, s, a); ts += took; runs.append(r); longest = max(longest, took)
             print(f"seed {s} {label:20s} all {r.last['top1']:5.1f} medium {r.last.get('medium', float('nan')):5.1f}"
-                  f"{' (cached)' if r.from_cache else f' ({dt:.0f} s)'}", flush=True)
-        spent += ts; per_seed.append(ts); done.append(s)
+                  f"{' (cached)' if r.from_cache else f' ({took:.0f} s)'}", flush=True)
+        spent += ts; per_seed.append(ts)
+        if any(r.config["seed"] == s for r in runs): done.append(s)
+        if deadline and time.time() > deadline - 240: break
     tag = "seeds" + "-".join(map(str, done))
     stem = figures_dir() / f"shike_table4_{a.dataset}_{a.budget}_{tag}"
     frame = row_frame(runs)
