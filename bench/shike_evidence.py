@@ -16,7 +16,7 @@ Prints and writes (figures/, names carry the seeds):
 * shike_table4_fmnist_lt_cpu_seedsS.png: the ladder (bars: mean, dots: seeds) and the paired gains.
 Everything is last-epoch test accuracy; the overrides (`--overrides`, JSON) are part of every run's key.
 """
-import argparse, fcntl, json, math, time
+import argparse, fcntl, json, math, os, time
 import numpy as np
 import pandas as pd
 import torch
@@ -33,10 +33,16 @@ STEPS = [("plain ResNet-32", "MoE"), ("MoE", "MoE+DKF"), ("MoE+DKF", "MoE+DKF+L_
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571}   # two-sided 5 % t quantiles by degrees of freedom
 
 
-def run_one(label, seed, a):
-    "Train (or load) one row for one seed, holding the shared lock only for that run."
-    with open("/tmp/ltnb-train.lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+class Late(Exception): pass
+
+def run_one(label, seed, a, deadline=None):
+    "Train (or load) one row for one seed, holding the shared lock only for that run (waiting for it until `deadline`)."
+    with open("/tmp/ltnb-train.lock", "a") as f:
+        while True:
+            try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); break
+            except BlockingIOError:
+                if deadline and time.time() > deadline: raise Late(label)
+                time.sleep(2)
         t = time.time()
         (r,), _ = run_rows({label: TABLES["shike_table4"].rows[label]}, a.dataset, a.budget, [seed], device="cpu",
                            **a.overrides)
@@ -87,6 +93,7 @@ def main():
         import datetime
         h, m = map(int, a.deadline.split(":"))
         deadline = datetime.datetime.now().replace(hour=h, minute=m, second=0).timestamp()
+    os.environ.pop("LTNB_TRAIN_LOCK", None)   # this script holds /tmp/ltnb-train.lock itself, per run (a second hold would wait on itself)
     torch.set_num_threads(1)   # tiny models on a shared 2-core machine: 1 thread (2 threads fight other users' jobs)
     runs, done, spent, per_seed = [], [], 0.0, []
     for s in a.seeds:
@@ -97,7 +104,9 @@ def main():
         for label in LADDER:
             if deadline and time.time() + max(longest, 240) > deadline:
                 print(f"deadline {a.deadline}: not starting seed {s} {label}", flush=True); break
-            r, took = run_one(label, s, a); ts += took; runs.append(r); longest = max(longest, took)
+            try: r, took = run_one(label, s, a, deadline and deadline - max(longest, 240))
+            except Late: print(f"deadline {a.deadline}: the lock came too late for seed {s} {label}", flush=True); break
+            ts += took; runs.append(r); longest = max(longest, took)
             print(f"seed {s} {label:20s} all {r.last['top1']:5.1f} medium {r.last.get('medium', float('nan')):5.1f}"
                   f"{' (cached)' if r.from_cache else f' ({took:.0f} s)'}", flush=True)
         spent += ts; per_seed.append(ts)
