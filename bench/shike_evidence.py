@@ -37,12 +37,13 @@ class Late(Exception): pass
 
 def run_one(label, seed, a, deadline=None):
     "Train (or load) one row for one seed, holding the shared lock only for that run (waiting for it until `deadline`)."
+    import signal
+    def late(*_): raise Late(label)
     with open("/tmp/ltnb-train.lock", "a") as f:
-        while True:
-            try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); break
-            except BlockingIOError:
-                if deadline and time.time() > deadline: raise Late(label)
-                time.sleep(2)
+        old = signal.signal(signal.SIGALRM, late)
+        if deadline: signal.alarm(max(1, int(deadline - time.time())))
+        try: fcntl.flock(f, fcntl.LOCK_EX)        # a blocking wait, like the other users' (a poll would lose every race)
+        finally: signal.alarm(0); signal.signal(signal.SIGALRM, old)
         t = time.time()
         (r,), _ = run_rows({label: TABLES["shike_table4"].rows[label]}, a.dataset, a.budget, [seed], device="cpu",
                            **a.overrides)
