@@ -111,6 +111,10 @@ class Method(nn.Module):
         "A post-hoc method's logits for one split of `parent`'s saved outputs (dict of logits, features, targets)."
         raise NotImplementedError(f"{type(self).__name__} is not a post-hoc method")
     @classmethod
+    def run_overrides(cls, dataset: str, budget: str, overrides: dict) -> dict | None:
+        "Dotted config keys this method sets for a run on `dataset` at `budget` whose overrides are `overrides` (its model choice, e.g. SHIKE's multi-expert version of the recipe's backbone); None: it cannot run with that model."
+        return {}
+    @classmethod
     def recipe_for(cls, dataset: str) -> dict:
         "This method's recipe values for `dataset` as {argument: (value, source)} ('*' entries, then the dataset's)."
         return {**cls.recipe.get("*", {}), **cls.recipe.get(dataset, {})}

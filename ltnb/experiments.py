@@ -17,8 +17,8 @@ __all__ = ['BUDGETS', 'MANIFEST', 'RERUN', 'METRICS', 'recipe', 'method_values',
            'figures_dir', 'run_config', 'config_hash', 'run_dir', 'provenance', 'to_json', 'Run', 'is_finished',
            'DamagedRun', 'write_manifest', 'verify_run', 'set_aside', 'build', 'RunLocked', 'run_lock', 'run',
            'training_slot', 'runs_frame', 'row_frame', 'method_available', 'row_spec', 'describe_row', 'with_all_rows',
-           'run_rows', 'param_list', 'param_dict', 'plot_shot_groups', 'plot_per_class', 'bench_main', 'run_bench',
-           'list_runs', 'main', 'runs_main', 'run_cli']
+           'row_overrides', 'method_overrides', 'run_rows', 'param_list', 'param_dict', 'plot_shot_groups',
+           'plot_per_class', 'bench_main', 'run_bench', 'list_runs', 'main', 'runs_main', 'run_cli']
 
 # %% ../nbs/06_experiments.ipynb #f622fadf
 _PAPER = {
@@ -568,18 +568,31 @@ def with_all_rows(table: pd.DataFrame, rows: dict) -> pd.DataFrame:
     t.insert(1, "ltnb", t.method.map(lambda m: describe_row(rows[m]) if m in rows else "—"))
     return t
 
+def row_overrides(kw: dict) -> tuple[dict, dict]:
+    "A row's keyword arguments split into (method arguments, dotted config overrides such as 'model.dkf')."
+    return {k: v for k, v in kw.items() if "." not in k}, {k: v for k, v in kw.items() if "." in k}
+
+def method_overrides(method: str, dataset: str, budget: str, overrides: dict) -> dict | None:
+    "`overrides` with method `method`'s own choices (`Method.run_overrides`) applied; None if it cannot run with them."
+    from ltnb.losses import method_class
+    extra = method_class(method).run_overrides(dataset, budget, dict(overrides))
+    return None if extra is None else {**overrides, **extra}
+
 def run_rows(rows: dict, dataset: str, budget: str, seeds, runs_dir=None, device="auto",
              method_kw: dict | None = None, progress: bool = False, rerun: str | None = None,
              download: bool = False, **overrides) -> tuple[list, list]:
-    "Run every row {paper label: method name, (name, kwargs) or None} for every seed; returns (runs, missing labels)."
+    """Run every row {paper label: method name, (name, kwargs) or None} for every seed; returns (runs, missing labels).
+    A row's dotted kwargs ('model.num_experts') are that row's config overrides, the others its method's arguments."""
     from ltnb.data import get_dataset
     runs, missing, data = [], [], None
     for label, spec in rows.items():
         meth, kw = row_spec(spec)
         if meth is None or not method_available(meth): missing.append(label); continue
-        kw = {**(method_kw or {}).get(meth, {}), **kw}
+        kw, row_ov = row_overrides({**(method_kw or {}).get(meth, {}), **kw})
+        ov = method_overrides(meth, dataset, budget, {**overrides, **row_ov})
+        if ov is None: missing.append(label); continue        # e.g. a fused stage the backbone does not have
         for s in seeds:
-            cfg = run_config(dataset, meth, budget, s, method_kw=kw or None, **overrides)
+            cfg = run_config(dataset, meth, budget, s, method_kw=kw or None, **ov)
             if data is None and not _all_finished(cfg, runs_dir):
                 data = get_dataset(dataset, **cfg["data"], **({"download": True} if download else {}))
             r = run(cfg, runs_dir, data=data, device=device, progress=progress, rerun=rerun)

@@ -175,6 +175,10 @@ class Reproduction:
             notes.append(f"Rows marked *other ltnb version* come from runs made by another ltnb than {ltnb.__version__}: "
                          "`reproduce(..., rerun='stale')` recomputes them.")
         if (t.status == "missing").any(): notes.append("*missing*: ltnb has no method for the row yet; the paper's number is shown, never filled in.")
+        unbuilt = [m for m, st in zip(t.method, t.status) if st == "missing" and m in self.rows
+                   and row_spec(self.rows[m])[0] is not None and method_available(row_spec(self.rows[m])[0])]
+        if unbuilt: notes.append(f"{', '.join(unbuilt)}: the method exists but cannot build the row's model on this backbone "
+                                 "(`Method.run_overrides`), so the row is missing here.")
         return notes
 
     def best(self) -> pd.DataFrame | None:

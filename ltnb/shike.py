@@ -18,12 +18,12 @@ from .models import (register_model, MultiExpertModel, MultiExpertResNet32, Mult
 
 # %% auto #0
 __all__ = ['KL_REDUCTIONS', 'ALIGNER_RELU', 'SHIKE_MODELS', 'DKT_FORMS', 'RETRAIN_BN', 'SHIKE_METHODS', 'SHIKE_TRAIN',
-           'TABLE4_LADDER', 'non_target_logits', 'grand_teacher', 'dkt_loss', 'mutual_kd_loss', 'dkt_loss_code',
-           'dkf_aligner', 'DKF', 'default_fuse', 'ShikeResNet32', 'shike_resnet32', 'ShikeTorchvisionNet',
-           'shike_resnet50', 'shike_resnext50_32x4d', 'shike_resnet152', 'ShikeCNN', 'shike_cnn8', 'shike_cnn28',
-           'ShikeOptions', 'expert_logits_of', 'exclusive_parameters', 'Shike', 'ShikeStage1', 'ShikeRT',
-           'expert_predictions', 'expert_shot_accuracy', 'hardest_negative_prob', 'shike_model', 'shike_overrides',
-           'reproduce_shike', 'ladder_gains', 'shike_cost']
+           'SMOKE_WIDTHS', 'TABLE4_LADDER', 'non_target_logits', 'grand_teacher', 'dkt_loss', 'mutual_kd_loss',
+           'dkt_loss_code', 'dkf_aligner', 'DKF', 'default_fuse', 'ShikeResNet32', 'shike_resnet32',
+           'ShikeTorchvisionNet', 'shike_resnet50', 'shike_resnext50_32x4d', 'shike_resnet152', 'ShikeCNN',
+           'shike_cnn8', 'shike_cnn28', 'ShikeOptions', 'expert_logits_of', 'exclusive_parameters', 'Shike',
+           'ShikeStage1', 'ShikeRT', 'expert_predictions', 'expert_shot_accuracy', 'hardest_negative_prob',
+           'shike_model', 'shike_overrides', 'ladder_gains', 'shike_cost']
 
 # %% ../nbs/20_shike.ipynb #cad32005
 def non_target_logits(logits: torch.Tensor,  # (..., B, C) logits (a leading expert axis is allowed)
@@ -252,8 +252,9 @@ DKT_FORMS, RETRAIN_BN = ("paper", "code"), ("eval", "train")
 @dataclass
 class ShikeOptions:
     "Where SHIKE's paper and official code differ (spec §3–5): `.paper()` and `.official_code()` presets."
-    alpha: float | None = None       # weight of L_nt (Eq. 10; not in the paper). None: the code's 10, i.e. 10/C with "batchmean"
-    beta: float | None = None        # weight of L_mu (not in the paper). None: the code's 1, i.e. 1/C with "batchmean"
+    alpha: float | None = None       # weight of L_nt (Eq. 10; not in the paper). None: the code's 10, i.e. 10/weight_classes with "batchmean"
+    beta: float | None = None        # weight of L_mu (not in the paper). None: the code's 1, i.e. 1/weight_classes with "batchmean"
+    weight_classes: int | None = 100 # "batchmean": the C at which the code's weights (on KLs / C) are read: 100 (its config) | None: this C
     dkt_form: str = "paper"          # "paper": softmax over the C-1 non-target logits | "code": `dkt_loss_code`
     kl_reduction: str = "batchmean"  # "batchmean": the paper's KL | "mean": also / C (the code's kl_div default)
     detach_teacher: bool = False     # stop-gradient teacher (neither paper nor code)
@@ -270,7 +271,7 @@ class ShikeOptions:
 
     def weights(self, num_classes: int) -> tuple[float, float]:
         "(alpha, beta) for `num_classes` classes: the code's 10 and 1 in the units of this `kl_reduction`."
-        per = 1.0 if self.kl_reduction == "mean" else 1.0 / num_classes
+        per = 1.0 if self.kl_reduction == "mean" else 1.0 / (self.weight_classes or num_classes)
         return (10.0 * per if self.alpha is None else float(self.alpha), 1.0 * per if self.beta is None else float(self.beta))
 
     @classmethod
@@ -323,7 +324,7 @@ class Shike(Method):
     recipe, recipe_scaling = _SHIKE_RECIPE, {"stage1_epochs": "epochs", "stage2_epochs": "stage2"}
     def __init__(self, counts,
                  preset: str = "paper",              # "paper" | "official_code": the `ShikeOptions` preset
-                 alpha: float | None = None,         # L_nt weight (None: the code's 10, in the units of the KL reduction)
+                 alpha: float | None = None,         # L_nt weight (None: the code's 10, in the units of the KL reduction: 0.1 on the paper's KL)
                  beta: float | None = None,          # L_mu weight (None: the code's 1, likewise)
                  stage1_epochs: int | None = None,   # None: the run's epochs
                  stage1_lr: float | None = None,     # nominal lr of both stages (None: the run's lr)
@@ -363,6 +364,11 @@ class Shike(Method):
                      warmup_epochs=round(self.opts.stage2_warmup * self.stage2_epochs), extra=dict(nesterov=False))
 
     def stages(self, epochs): return [self.stage1(epochs), self.stage2()]
+
+    @classmethod
+    def run_overrides(cls, dataset, budget, overrides):
+        "SHIKE trains the SHIKE version of the run's backbone (`shike_overrides`); None where a row's `fuse` does not fit it."
+        return shike_overrides(dataset, budget, overrides)
 
     def loss_terms(self, out, target, index, epoch, stage):
         z = expert_logits_of(out)
@@ -415,10 +421,8 @@ def hardest_negative_prob(expert_logits: torch.Tensor, targets) -> torch.Tensor:
     return expert_logits.float().mean(0).softmax(-1).gather(1, h[:, None])[:, 0]
 
 # %% ../nbs/20_shike.ipynb #29c101d4
-from .reproduce import declare_table, TABLES, table_rows, settings, Reproduction
-from .experiments import run_rows, row_spec, param_list, param_dict, method_available, recipe as _recipe
-from .tables import load_paper_table
-from .losses import split_method_name
+from .reproduce import declare_table, TABLES
+from .experiments import recipe as _recipe
 
 SHIKE_METHODS = ("shike", "shike_stage1", "shike_rt")
 _SHIKE = "shike"
@@ -469,46 +473,24 @@ SHIKE_TRAIN = {   # SHIKE's train values the method cannot declare itself (`Meth
     "cifar10_lt": {"train.batch_size": (128, "ltnb choice: CIFAR-100-LT's")},
 }
 
-def shike_overrides(dataset: str, budget: str, overrides: dict | None = None) -> dict:
-    "What a SHIKE row adds to the run's overrides: the SHIKE backbone, and at the paper budget SHIKE's train values."
-    out = {"model.name": shike_model(dataset, budget, overrides)}
-    if budget == "paper":
-        out.update({k: v for k, (v, _src) in SHIKE_TRAIN.get(dataset, {}).items() if k not in (overrides or {})})
-    return out
+SMOKE_WIDTHS = {"shike_cnn8": (8, 8, 16), "shike_cnn28": (8, 8, 16)}   # the smoke budget's narrow SHIKE CNNs: seconds per table
 
-def _buildable(model_name: str, kw: dict) -> bool:
+def _buildable(model_name: str, overrides: dict) -> bool:
     "Whether a row's `model.fuse` fits the model's shared stages (Table 5's C needs three)."
     shared = 3 if model_name.startswith(("shike_resnet5", "shike_resnext", "shike_resnet1")) else 2
-    return all(0 <= int(s) < shared for s in kw.get("model.fuse") or [])
+    return all(0 <= int(s) < shared for s in overrides.get("model.fuse") or [])
 
-def reproduce_shike(table: str, dataset: str = "digits_lt", budget: str = "smoke", seeds=(0,), methods=None,
-                    device: str = "auto", runs_dir=None, sweep=None, overrides=None, rerun: str | None = None,
-                    download: bool = False, save: bool = True, progress: bool = False) -> Reproduction:
-    "`ltnb.reproduce.reproduce` for SHIKE's tables: rows' `model.*` keys are overrides; SHIKE rows use the SHIKE backbone."
-    spec = TABLES[table]
-    seeds = param_list(seeds, int) or [0]
-    rows = table_rows(spec, param_list(methods))
-    sets, runs = settings(spec, sweep), []
-    for s in sets:
-        if not s.available: continue
-        base = {**param_dict(overrides), **s.overrides}
-        for label, row in rows.items():
-            name, kw = row_spec(row)
-            if name is None or not method_available(name): continue
-            mkw = {k: v for k, v in kw.items() if "." not in k}
-            ov = {**base, **{k: v for k, v in kw.items() if "." in k}}
-            if split_method_name(name)[0] in SHIKE_METHODS:
-                ov.update(shike_overrides(dataset, budget, ov))
-                if not _buildable(ov["model.name"], ov): continue
-            rs, _ = run_rows({label: (name, mkw)}, dataset, budget, seeds, runs_dir=runs_dir, device=device,
-                             progress=progress, rerun=rerun, download=download, **ov)
-            for r in rs: r.setting = s.label
-            runs += rs
-    try: paper = load_paper_table(spec.paper_table or spec.name)
-    except KeyError: paper = pd.DataFrame(columns=["method"])
-    rep = Reproduction(spec, dataset, budget, seeds, rows, sets, runs, paper)
-    if save: rep.save()
-    return rep
+def shike_overrides(dataset: str, budget: str, overrides: dict | None = None) -> dict | None:
+    """What a SHIKE run sets (`Shike.run_overrides`): the SHIKE backbone and, at the paper budget, SHIKE's train values
+    the user did not set; None when the row's `model.fuse` names a shared stage the backbone does not have."""
+    overrides = overrides or {}
+    out = {"model.name": shike_model(dataset, budget, overrides)}
+    if not _buildable(out["model.name"], overrides): return None
+    if budget == "paper":
+        out.update({k: v for k, (v, _src) in SHIKE_TRAIN.get(dataset, {}).items() if k not in overrides})
+    if budget == "smoke" and out["model.name"] in SMOKE_WIDTHS and "model.widths" not in overrides:
+        out["model.widths"] = list(SMOKE_WIDTHS[out["model.name"]])
+    return out
 
 # %% ../nbs/20_shike.ipynb #3df4953e
 TABLE4_LADDER = [("plain ResNet-32", "MoE"), ("MoE", "MoE+DKF"), ("MoE+DKF", "MoE+DKF+L_mu"), ("MoE+DKF", "MoE+DKF+L_nt"),

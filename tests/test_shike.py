@@ -3,7 +3,7 @@
 * `shike` trains on a SHIKE model and on a plain single-head model (where it is CE, then balanced-softmax re-training);
 * `shike+ikl` composes like every method;
 * the parent-run form (`shike_stage1` -> `shike_rt`) gives the same final weights as the one-run `shike`;
-* a row's `model.*` keys reach the model through `reproduce_shike`.
+* a row's `model.*` keys reach the model through the plain `reproduce`; `Shike.run_overrides` picks the SHIKE backbone.
 """
 import math
 
@@ -14,7 +14,8 @@ import ltnb.ikl  # noqa: F401  registers the wrappers
 import ltnb.shike as shike
 from ltnb.data import get_dataset
 from ltnb.engine import Trainer, TrainConfig
-from ltnb.experiments import run_config, run
+from ltnb.experiments import run_config, run, run_rows
+from ltnb.reproduce import reproduce, TABLES
 from ltnb.losses import create_method
 from ltnb.models import create_model
 
@@ -66,13 +67,16 @@ def test_parent_form_equals_one_run(tmp_path, digits):
     assert one.last["top1"] == two.last["top1"]
 
 
-def test_reproduce_shike_model_rows(tmp_path, monkeypatch):
+def test_table_rows_with_model_overrides(tmp_path, monkeypatch):
+    "A row's dotted keys reach the model; `Shike.run_overrides` picks the SHIKE backbone; the plain `reproduce` runs it."
     monkeypatch.setenv("LTNB_FIGURES", str(tmp_path / "figs"))
-    rep = shike.reproduce_shike("shike_table4", "digits_lt", "smoke", [0], methods=["plain ResNet-32", "MoE"],
-                                device="cpu", runs_dir=tmp_path, overrides={"model.widths": [8, 8, 16]})
+    rep = reproduce("shike_table4", "digits_lt", "smoke", [0], methods=["plain ResNet-32", "MoE"], device="cpu",
+                    runs_dir=tmp_path)
     models = {r.label: r.config["model"] for r in rep.runs}
-    assert models["plain ResNet-32"]["name"] == "shike_cnn8" and models["plain ResNet-32"]["num_experts"] == 1
-    assert models["MoE"]["dkf"] is False and rep.runs[1].config["method"]["alpha"] == 0.0
+    assert models["plain ResNet-32"] == {"name": "shike_cnn8", "num_experts": 1, "dkf": False, "widths": [8, 8, 16]}
+    assert models["MoE"]["dkf"] is False and "num_experts" not in models["MoE"]
+    assert rep.runs[1].config["method"]["alpha"] == 0.0 and "model.dkf" not in rep.runs[1].config["method"]
+    assert rep.runs[0].model().num_experts == 1 and rep.runs[1].model().num_experts == 3
     t = rep.compact()
     assert set(t.row) == {"plain ResNet-32", "MoE"} and (t["all (paper)"] != "").all()
     cost = shike.shike_cost(rep.runs, steps=1).set_index("row")
@@ -80,10 +84,27 @@ def test_reproduce_shike_model_rows(tmp_path, monkeypatch):
     assert (cost.s_per_epoch > 0).all() and (cost.epochs_timed == 2).all()
 
 
-def test_table5_rows_the_backbone_cannot_build_are_missing(tmp_path, monkeypatch):
-    monkeypatch.setenv("LTNB_FIGURES", str(tmp_path / "figs"))
-    rep = shike.reproduce_shike("shike_table5", "digits_lt", "smoke", [0], methods=["C", "A B"], device="cpu",
-                                runs_dir=tmp_path, overrides={"model.widths": [8, 8, 16]})
-    assert [r.label for r in rep.runs] == ["A B"]
-    t = rep.table.set_index("method")
-    assert t.loc["C", "status"] == "missing" and t.loc["C", "all_paper"] == pytest.approx(55.84)
+def test_model_choice_in_run_rows(monkeypatch):
+    "Which configs the SHIKE rows get (no training: `run` is a stub returning the config)."
+    import ltnb.experiments as ex
+    class Ran:
+        def __init__(self, cfg): self.config = cfg
+    monkeypatch.setattr(ex, "run", lambda cfg, *a, **k: Ran(cfg))
+    monkeypatch.setattr(ex, "_all_finished", lambda cfg, runs_dir=None: True)    # no data is loaded
+    shike_table5 = {k: v for k, v in TABLES["shike_table5"].rows.items() if k in ("A B", "A C", "A B C A")}
+    runs, missing = run_rows(shike_table5, "digits_lt", "smoke", [0])
+    assert [r.label for r in runs] == ["A B"] and missing == ["A C", "A B C A"]    # C: no third shared stage on cnn8
+    assert runs[0].config["model"] == {"name": "shike_cnn8", "num_experts": 2, "fuse": [0, 1], "widths": [8, 8, 16]}
+    runs, missing = run_rows(shike_table5, "imagenet_lt", "smoke", [0])           # ResNet-50: three shared stages
+    assert not missing and {r.config["model"]["name"] for r in runs} == {"shike_resnet50"}
+    # the backbone sweep's model.name becomes its SHIKE version; the paper budget adds SHIKE's CIFAR batch, a user's wins
+    (r,), _ = run_rows({"s": "shike"}, "imagenet_lt", "smoke", [0], **{"model.name": "resnext50_32x4d"})
+    assert r.config["model"]["name"] == "shike_resnext50_32x4d"
+    (r,), _ = run_rows({"s": "shike_rt"}, "cifar100_lt", "paper", [0])
+    assert r.config["train"]["batch_size"] == 128 and r.config["parent"]["model"]["name"] == "shike_resnet32"
+    assert r.config["parent"]["train"]["batch_size"] == 128
+    (r,), _ = run_rows({"s": "shike"}, "cifar100_lt", "paper", [0], **{"train.batch_size": 64})
+    assert r.config["train"]["batch_size"] == 64
+    # baselines keep the recipe's model
+    (r,), _ = run_rows({"ce": "ce"}, "digits_lt", "smoke", [0])
+    assert r.config["model"] == {"name": "cnn8"}
