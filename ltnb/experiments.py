@@ -159,6 +159,9 @@ def run_config(dataset: str, method: str = "ce", budget: str = "smoke", seed: in
     r["method_name"], r["seed"] = method, seed
     r["train"]["seed"] = seed
     r["method"] = method_values(method, dataset, budget, r["train"]["epochs"])
+    extra = cls.run_overrides(dataset, budget, dict(overrides))   # e.g. SHIKE's multi-expert version of the recipe's backbone
+    if extra is None: raise ConfigError(f"method {method!r} cannot run on {dataset!r} at budget {budget!r} with {overrides or 'the recipe'}")
+    overrides = {**overrides, **extra}
     r["model"] = {**r["model"], **cls.model_kw}          # the method's model needs win over the recipe's model
     for k, v in cls.model_kw.items():
         if f"model.{k}" in overrides and overrides[f"model.{k}"] != v:

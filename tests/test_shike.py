@@ -108,3 +108,11 @@ def test_model_choice_in_run_rows(monkeypatch):
     # baselines keep the recipe's model
     (r,), _ = run_rows({"ce": "ce"}, "digits_lt", "smoke", [0])
     assert r.config["model"] == {"name": "cnn8"}
+
+
+def test_run_config_applies_the_methods_model_choice():
+    "A direct run_config gets the same model as a table row: SHIKE's multi-expert version of the recipe's backbone."
+    import ltnb.shike  # noqa: F401  (registers SHIKE)
+    from ltnb.experiments import run_config
+    assert run_config("digits_lt", "shike", "smoke")["model"]["name"].startswith("shike_")
+    assert run_config("digits_lt", "ce", "smoke")["model"]["name"] == "cnn8"
