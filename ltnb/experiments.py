@@ -161,7 +161,7 @@ def run_config(dataset: str, method: str = "ce", budget: str = "smoke", seed: in
     r["method"] = method_values(method, dataset, budget, r["train"]["epochs"])
     extra = cls.run_overrides(dataset, budget, dict(overrides))   # e.g. SHIKE's multi-expert version of the recipe's backbone
     if extra is None: raise ConfigError(f"method {method!r} cannot run on {dataset!r} at budget {budget!r} with {overrides or 'the recipe'}")
-    overrides = {**overrides, **extra}
+    user, overrides = dict(overrides), {**overrides, **extra}      # a parent run gets the user's overrides and makes its own choices
     r["model"] = {**r["model"], **cls.model_kw}          # the method's model needs win over the recipe's model
     for k, v in cls.model_kw.items():
         if f"model.{k}" in overrides and overrides[f"model.{k}"] != v:
@@ -176,7 +176,7 @@ def run_config(dataset: str, method: str = "ce", budget: str = "smoke", seed: in
         _, wname, _ = split_method_name(method)
         wargs = set(method_arguments(pname)) - set(method_arguments(split_method_name(pname)[0])) if wname else set()
         pr = run_config(dataset, pname, budget, seed, method_kw={k: v for k, v in (method_kw or {}).items() if k in wargs} or None,
-                        **{k: v for k, v in overrides.items() if not k.startswith("method.")})
+                        **{k: v for k, v in user.items() if not k.startswith("method.")})
         r["parent"], r["model"] = pr, dict(pr["model"])    # the child starts from the parent's weights: same model
     elif not from_parent and not getattr(cls, "one_run", True):
         raise ConfigError(f"method {method!r} has no one-run form: it needs a finished parent run (from_parent=True)")
@@ -592,9 +592,9 @@ def run_rows(rows: dict, dataset: str, budget: str, seeds, runs_dir=None, device
         meth, kw = row_spec(spec)
         if meth is None or not method_available(meth): missing.append(label); continue
         kw, row_ov = row_overrides({**(method_kw or {}).get(meth, {}), **kw})
-        ov = method_overrides(meth, dataset, budget, {**overrides, **row_ov})
-        if ov is None: missing.append(label); continue        # e.g. a fused stage the backbone does not have
-        for s in seeds:
+        ov = {**overrides, **row_ov}
+        if method_overrides(meth, dataset, budget, ov) is None: missing.append(label); continue   # e.g. a fused stage the backbone lacks
+        for s in seeds:                                        # run_config applies the method's own choices
             cfg = run_config(dataset, meth, budget, s, method_kw=kw or None, **ov)
             if data is None and not _all_finished(cfg, runs_dir):
                 data = get_dataset(dataset, **cfg["data"], **({"download": True} if download else {}))

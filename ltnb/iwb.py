@@ -16,11 +16,11 @@ from .losses import (register_method, cross_entropy, class_balanced_loss, effect
 from .models import register_model, TorchvisionNet
 
 # %% auto #0
-__all__ = ['KL_DIRECTIONS', 'REDUCTIONS', 'FORMS', 'LOSSES', 'HC_FORMS', 'CONSTRAINTS', 'number_coefficient',
+__all__ = ['KL_DIRECTIONS', 'REDUCTIONS', 'FORMS', 'IWB_BATCH', 'LOSSES', 'HC_FORMS', 'CONSTRAINTS', 'number_coefficient',
            'hardness_coefficient', 'hardness_scalar', 'target_distribution', 'weight_norm_kl', 'weight_norm_mse',
            'maxnorm_radius', 'maxnorm_project_', 'NoMaxPoolResNet', 'wb_resnet34', 'resnet50_nomaxpool', 'IWBOptions',
-           'WBOptions', 'wd_stage', 'CEWeightDecay', 'WeightBalancing', 'iwb_constraint', 'IWB', 'TauNormWD',
-           'flip_tta', 'reproduce_iwb', 'classifier_norms', 'plot_weight_norms', 'plot_number_coefficient',
+           'WBOptions', 'iwb_train_overrides', 'wd_stage', 'CEWeightDecay', 'WeightBalancing', 'iwb_constraint', 'IWB',
+           'TauNormWD', 'flip_tta', 'reproduce_iwb', 'classifier_norms', 'plot_weight_norms', 'plot_number_coefficient',
            'lambda_rows', 'plot_lambda', 'plot_tsne', 'paired_gains']
 
 # %% ../nbs/30_iwb.ipynb #97918eb8
@@ -153,6 +153,16 @@ def _options(cls, form: str, **given):
     return replace(o, **{k: v for k, v in given.items() if v is not None})
 
 # %% ../nbs/30_iwb.ipynb #083f43a4
+# IWB Table 6 / iwb.md §1: batch sizes per stage and the 200-epoch stage 1 (the paper budget only: reduced budgets keep theirs)
+IWB_BATCH = {"stage1": {"cifar10_lt": 64, "cifar100_lt": 64, "imagenet_lt": 128, "inat18": 512},
+             "stage2": {"cifar10_lt": 64, "cifar100_lt": 64, "imagenet_lt": 512, "inat18": 512}}
+
+def iwb_train_overrides(dataset: str, budget: str, overrides: dict, stage: str) -> dict:
+    "IWB's own batch size and 200 epochs at the paper budget (a user's `train.*` override wins); nothing elsewhere."
+    if budget != "paper" or dataset not in IWB_BATCH[stage]: return {}
+    out = {"train.batch_size": IWB_BATCH[stage][dataset], "train.epochs": 200}
+    return {k: v for k, v in out.items() if k not in overrides}
+
 _STAGE1_RECIPE = {
     "*": dict(weight_decay=(5e-3, "IWB paper, implementation details: CIFAR-100-LT WD 5e-3 (= WB demo1 code; iwb.md §1, §3)"),
               stage1_lr=(0.01, "IWB paper: CIFAR-100-LT lr 0.01 (the released code: 0.1; iwb.md §2.9)"),
@@ -178,6 +188,8 @@ class CEWeightDecay(Method):
         super().__init__(counts, weight_decay=weight_decay, stage1_lr=stage1_lr, stage1_schedule=stage1_schedule)
         self.stage1 = lambda epochs: wd_stage(epochs, weight_decay, stage1_lr, stage1_schedule)
     def stages(self, epochs): return [self.stage1(epochs)]
+    @classmethod
+    def run_overrides(cls, dataset, budget, overrides): return iwb_train_overrides(dataset, budget, overrides, "stage1")
 
 # %% ../nbs/30_iwb.ipynb #7122178b
 def _heads(model: nn.Module) -> list:
@@ -208,6 +220,8 @@ class WeightBalancing(Method):
     "Weight balancing (Alshammari et al. 2022): stage-1 CE + WD, then the classifier with WD and MaxNorm."
     name, paper_name = "wb", "WD+MaxNorm"
     parent, recipe, recipe_scaling = "ce_wd", _WB_RECIPE, {"stage2_epochs": "stage2"}
+    @classmethod
+    def run_overrides(cls, dataset, budget, overrides): return iwb_train_overrides(dataset, budget, overrides, "stage2")
     model_kw = dict(classifier="linear")
     def __init__(self, counts, loss: str = "ce", stage2_epochs: int = 10, stage2_lr: float = 0.01,
                  stage2_weight_decay: float = 0.1, thresh: float = 0.1, beta: float = 0.9999, form: str = "paper",
@@ -286,6 +300,8 @@ class IWB(Method):
     "Inverse Weight-Balancing (Dang et al. 2024): stage-1 CE + WD, then the classifier with CE/CB + the weight-norm KL."
     name, paper_name = "iwb", "IWB"
     parent, recipe, recipe_scaling = "ce_wd", _IWB_RECIPE, {"stage2_epochs": "stage2"}
+    @classmethod
+    def run_overrides(cls, dataset, budget, overrides): return iwb_train_overrides(dataset, budget, overrides, "stage2")
     model_kw = dict(classifier="linear")
     def __init__(self, counts, loss: str = "ce", lam: float = 0.15, hc: str = "vector", nc: bool = True,
                  constraint: str = "kl", beta: float = 0.9999, stage2_epochs: int = 10, stage2_lr: float = 0.005,
