@@ -16,9 +16,9 @@ from .tables import load_paper_table, list_paper_tables, side_by_side, summarise
 __all__ = ['BUDGETS', 'MANIFEST', 'RERUN', 'METRICS', 'recipe', 'method_values', 'project_root', 'default_runs_dir',
            'figures_dir', 'run_config', 'config_hash', 'run_dir', 'provenance', 'to_json', 'Run', 'is_finished',
            'DamagedRun', 'write_manifest', 'verify_run', 'set_aside', 'build', 'RunLocked', 'run_lock', 'run',
-           'runs_frame', 'row_frame', 'method_available', 'row_spec', 'describe_row', 'with_all_rows', 'run_rows',
-           'param_list', 'param_dict', 'plot_shot_groups', 'plot_per_class', 'bench_main', 'run_bench', 'list_runs',
-           'main', 'runs_main', 'run_cli']
+           'training_slot', 'runs_frame', 'row_frame', 'method_available', 'row_spec', 'describe_row', 'with_all_rows',
+           'run_rows', 'param_list', 'param_dict', 'plot_shot_groups', 'plot_per_class', 'bench_main', 'run_bench',
+           'list_runs', 'main', 'runs_main', 'run_cli']
 
 # %% ../nbs/06_experiments.ipynb #f622fadf
 _PAPER = {
@@ -432,7 +432,17 @@ def run(cfg: dict, runs_dir=None, data=None, device: str = "auto", progress: boo
                 if not (rerun == "all" or (rerun == "stale" and r.stale) or moved): return r
                 shutil.rmtree(path)               # recomputed: asked for, or its parent was recomputed since
         if parent is not None and method_class(cfg["method_name"]).posthoc: return _run_posthoc(cfg, path, parent)
-        return _train(cfg, path, parent, data, device, progress, stop_after)
+        with training_slot(): return _train(cfg, path, parent, data, device, progress, stop_after)
+
+@contextlib.contextmanager
+def training_slot():
+    "With $LTNB_TRAIN_LOCK naming a file: hold its lock while training, so processes sharing a small machine train one at a time."
+    p = os.environ.get("LTNB_TRAIN_LOCK")
+    if not p: yield; return
+    with open(p, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)    # released by the kernel if this process dies
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
 
 def _train(cfg, path, parent, data, device, progress, stop_after) -> Run:
     "Train the stages of `cfg` not covered by `parent` and write the run directory."

@@ -65,7 +65,10 @@ _PAPER_DEFAULTS = dict(
     count_divide=False,       # code: logits divided by the batch count of the sample's class before KR
     unseen="skip",            # first epoch: "skip" samples without a stored prediction | "zeros": the code's all-zero memory
     median="average",         # Eq. 6 median of an even count: "average" of the middle two | "lower" (torch.median, code)
-    centre_source="eval",     # "eval": a clean pass with the end-of-epoch model | "train": the training batches' features
+    centre_source="train",    # "train": the epoch's training batches' features (no extra pass; released code) |
+                              # "eval": a clean pass over the training set with the end-of-epoch model
+    teacher="previous_epoch", # IUR's teacher: "previous_epoch" (double buffer: exactly epoch t-1's prediction; none if the
+                              # sample was not drawn in t-1) | "latest" (one row per sample, the latest write: released code)
     memory_layout="dense", memory_dtype="float32", memory_k=10, memory_store="host", memory_path=None,
     feature_dtype="float32", feature_store="host", feature_path=None,
     eval_batch_size=512,
@@ -73,7 +76,7 @@ _PAPER_DEFAULTS = dict(
 
 # what the released LTRL code does (shared/specs/ikl_ltrl.md section 3, items 1-9)
 _CODE = dict(loss_form="code", soft_label="code", ks_alpha=0.01, count_divide=True, unseen="zeros", median="lower",
-             centre_source="train", kc=True, kc_group="code", kc_per_tensor=True, kr_weight=1.0)
+             centre_source="train", teacher="latest", kc=True, kc_group="code", kc_per_tensor=True, kr_weight=1.0)
 
 _LTRL_DEFAULTS = {**_PAPER_DEFAULTS, **dict(loss_form="ltrl", soft_label="ltrl", kc=True)}
 
@@ -100,7 +103,7 @@ class IKL(Method):
     def __init__(self, base: Method, options=(),
                  alpha=None, temperature=None, use_iur=None, use_icl=None, cks=None, iur_form=None, soft_label=None,
                  ks_alpha=None, loss_form=None, kr_weight=None, ks_weight=None, kc=None, kc_group=None,
-                 kc_per_tensor=None, count_divide=None, unseen=None, median=None, centre_source=None,
+                 kc_per_tensor=None, count_divide=None, unseen=None, median=None, centre_source=None, teacher=None,
                  memory_layout=None, memory_dtype=None, memory_k=None, memory_store=None, memory_path=None,
                  feature_dtype=None, feature_store=None, feature_path=None, eval_batch_size=None):
         given = {k: v for k, v in locals().items() if k in _PAPER_DEFAULTS and v is not None}
@@ -130,7 +133,7 @@ class IKL(Method):
         "Reject inconsistent settings with a message that says what to do."
         for k, ok in dict(iur_form=("kl", "mse"), soft_label=("ikl", "ikl_raw", "ltrl", "code"), loss_form=("ikl", "ltrl", "code"),
                           kc_group=("paper", "code"), unseen=("skip", "zeros"), median=("average", "lower"),
-                          centre_source=("eval", "train")).items():
+                          centre_source=("eval", "train"), teacher=("previous_epoch", "latest")).items():
             if hp[k] not in ok: raise ValueError(f"{k} must be one of {ok}, got {hp[k]!r}")
         if hp["alpha"] != "learnable": alpha_at(hp["alpha"], 0, 1)      # validates the name / value
         if not (hp["use_iur"] or hp["use_icl"]): raise ValueError("both IUR and ICL are off: use the base method itself")
@@ -144,6 +147,7 @@ class IKL(Method):
     def after_step(self, model, epoch, stage): self.base.after_step(model, epoch, stage)
     def on_epoch_start(self, epoch, stage, model):
         self.base.on_epoch_start(epoch, stage, model)
+        if self.memory is not None: self.memory.begin_epoch(epoch)     # teacher = epoch-1's writes (teacher="previous_epoch")
         if self.bank is not None: self.bank.reset()
     def eval_logits(self, out): return self.base.eval_logits(out)
 
@@ -158,7 +162,8 @@ class IKL(Method):
         if hp["use_iur"]:
             self.memory = PredictionMemory(n, C, layout=hp["memory_layout"], dtype=getattr(torch, hp["memory_dtype"]),
                                            k=hp["memory_k"], tau=hp["temperature"], store=hp["memory_store"],
-                                           device=dev, path=hp["memory_path"])
+                                           device=dev, path=hp["memory_path"],
+                                           buffers=2 if hp["teacher"] == "previous_epoch" else 1)
         if hp["use_icl"] and hp["centre_source"] == "train":
             self.bank = FeatureBank(n, model.feature_dim, data.train.targets, num_classes=C,
                                     dtype=getattr(torch, hp["feature_dtype"]), store=hp["feature_store"], path=hp["feature_path"])
@@ -258,6 +263,18 @@ class LTRL(IKL):
     suffix = "RL"
 
 # %% ../nbs/12_ikl.ipynb #63ce800f
+import contextlib
+
+@contextlib.contextmanager
+def _flock(path):
+    "Hold an exclusive lock on the file `path` (nothing when None)."
+    if path is None: yield; return
+    import fcntl
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
+
 def epoch_times(dataset: str = "digits_lt",
                 methods=("ce", "ce+ikl", "ce+ikl+kc"),  # plain and composite names
                 budget: str = "smoke",
@@ -265,26 +282,34 @@ def epoch_times(dataset: str = "digits_lt",
                 device: str = "cpu",
                 seed: int = 0,
                 method_kw: dict | None = None,         # {method name: kwargs}
+                rounds: int = 1,                       # run the list round-robin this many times; median per method
+                lock: str | None = None,               # a file: hold an exclusive flock on it during each training (shared machine)
                 **overrides):                          # recipe overrides, e.g. {"train.batch_size": 128}
-    "Training seconds per epoch of each method on the same data, model and seed, with the IKL state's memory."
+    "Training seconds per epoch of each method (a name or a (name, kwargs) pair) on the same data, model and seed, with the IKL state's memory."
     import pandas as pd
     from dataclasses import fields
     from ltnb.experiments import run_config, build
     from ltnb.engine import Trainer, TrainConfig
     rows, data = [], None
-    for name in methods:
-        cfg = run_config(dataset, name, budget, seed, method_kw=(method_kw or {}).get(name), **{"train.epochs": epochs, **overrides})
-        data, model, method = build(cfg, data)
-        known = {f.name for f in fields(TrainConfig)}
-        tc = TrainConfig(**{k: v for k, v in cfg["train"].items() if k in known}, device=device, progress=False)
-        hist = Trainer(model, method, data, tc).fit().history
-        t = [h["train_time"] for h in hist]
-        t = t[1:] if len(t) > 2 else t
-        mem, bank = getattr(method, "memory", None), getattr(method, "bank", None)
-        rows.append(dict(method=name, sec_per_epoch=sum(t) / len(t), epochs_timed=len(t),
-                         memory_bytes=mem.nbytes if mem is not None else 0, bank_bytes=bank.nbytes if bank is not None else 0,
-                         device=str(tc.device), threads=torch.get_num_threads()))
+    for r in range(rounds):
+        for item in methods:
+            name, kw = (item, (method_kw or {}).get(item)) if isinstance(item, str) else (item[0], dict(item[1]))
+            label = name if isinstance(item, str) else f"{name} " + " ".join(f"{k}={v}" for k, v in kw.items())
+            cfg = run_config(dataset, name, budget, seed, method_kw=kw, **{"train.epochs": epochs, **overrides})
+            data, model, method = build(cfg, data)
+            known = {f.name for f in fields(TrainConfig)}
+            tc = TrainConfig(**{k: v for k, v in cfg["train"].items() if k in known}, device=device, progress=False)
+            with _flock(lock): hist = Trainer(model, method, data, tc).fit().history
+            t = [h["train_time"] for h in hist]
+            t = t[1:] if len(t) > 2 else t
+            mem, bank = getattr(method, "memory", None), getattr(method, "bank", None)
+            rows.append(dict(method=label, sec_per_epoch=sum(t) / len(t), epochs_timed=len(t),
+                             memory_bytes=mem.nbytes if mem is not None else 0, bank_bytes=bank.nbytes if bank is not None else 0,
+                             device=str(tc.device), threads=torch.get_num_threads(), round=r))
     df = pd.DataFrame(rows)
+    df = df.groupby("method", sort=False).agg(sec_per_epoch=("sec_per_epoch", "median"), epochs_timed=("epochs_timed", "sum"),
+                                              memory_bytes=("memory_bytes", "first"), bank_bytes=("bank_bytes", "first"),
+                                              device=("device", "first"), threads=("threads", "first"), rounds=("round", "count")).reset_index()
     df["overhead"] = df["sec_per_epoch"] / df["sec_per_epoch"].iloc[0] - 1
     return df
 

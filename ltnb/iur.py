@@ -30,13 +30,19 @@ def _index_dtype(num_classes: int) -> torch.dtype:
     "The smallest integer dtype that holds every class id."
     return torch.int16 if num_classes <= 2 ** 15 else torch.int32
 
-def _blocks(n, num_classes, layout, dtype, k) -> list:
+_NEVER = -2 ** 31   # the epoch stamp of a row never written (buffers=2)
+
+def _blocks(n, num_classes, layout, dtype, k, buffers=1) -> list:
     "The (name, shape, dtype) of every tensor a memory holds."
-    if layout == "dense": return [("values", (n, num_classes), dtype), ("seen", (n,), torch.bool)]
-    if layout == "topk":
-        k = min(k, num_classes)
-        return [("values", (n, k), dtype), ("indices", (n, k), _index_dtype(num_classes)), ("seen", (n,), torch.bool)]
-    raise ValueError(f"layout must be 'dense' or 'topk', got {layout!r}")
+    if buffers not in (1, 2): raise ValueError(f"buffers must be 1 (latest write) or 2 (epoch t-1, double buffer), got {buffers!r}")
+    if layout not in ("dense", "topk"): raise ValueError(f"layout must be 'dense' or 'topk', got {layout!r}")
+    k = min(k, num_classes)
+    row = (num_classes,) if layout == "dense" else (k,)
+    lead = () if buffers == 1 else (2,)
+    out = [("values", (*lead, n, *row), dtype)]
+    if layout == "topk": out.append(("indices", (*lead, n, k), _index_dtype(num_classes)))
+    out.append(("seen", (n,), torch.bool) if buffers == 1 else ("stamp", (2, n), torch.int32))
+    return out
 
 def _block_bytes(shape, dtype) -> int: return math.prod(shape) * torch.empty((), dtype=dtype).element_size()
 
@@ -51,29 +57,35 @@ class PredictionMemory:
                  tau: float = 2.0,         # topk: the temperature its stored probabilities are taken at
                  store: str = "host",      # "host" (CPU RAM) | "device" (on `device`) | "memmap" (file on disk)
                  device=None,              # store="device": where (default cuda if available, else cpu)
-                 path=None):               # store="memmap": the raw file (created on first use)
+                 path=None,                # store="memmap": the raw file (created on first use)
+                 buffers: int = 1):        # 1: one row per sample, reads give the latest write |
+                                           # 2: epoch-stamped double buffer, reads give epoch t-1's write only
         if store not in ("host", "device", "memmap"): raise ValueError(f"store must be host, device or memmap, got {store!r}")
         if store == "memmap" and path is None: raise ValueError("store='memmap' needs a path for the file")
         self.n, self.num_classes, self.layout, self.store = int(n), int(num_classes), layout, store
         self.dtype, self.tau = _value_dtype(dtype), float(tau)
         self.k = min(int(k), self.num_classes)
-        self._blocks = _blocks(self.n, self.num_classes, layout, self.dtype, self.k)
+        self.buffers, self.epoch = int(buffers), 0
+        self._blocks = _blocks(self.n, self.num_classes, layout, self.dtype, self.k, self.buffers)
         if store == "device": self.device = torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
         else: self.device = torch.device("cpu")
         self.path = None if path is None else Path(path)
         self._mm, self._buf = None, None
-        if store != "memmap": self._buf = {nm: torch.zeros(s, dtype=d, device=self.device) for nm, s, d in self._blocks}
+        if store != "memmap":
+            self._buf = {nm: torch.zeros(s, dtype=d, device=self.device) for nm, s, d in self._blocks}
+            if "stamp" in self._buf: self._buf["stamp"].fill_(_NEVER)
 
     @staticmethod
-    def bytes_for(n, num_classes, layout="dense", dtype=torch.float32, k=10) -> int:
-        "Bytes a memory of this layout holds (values, top-k indices and the seen flags), without allocating it."
-        return sum(_block_bytes(s, d) for _, s, d in _blocks(int(n), int(num_classes), layout, _value_dtype(dtype), int(k)))
+    def bytes_for(n, num_classes, layout="dense", dtype=torch.float32, k=10, buffers=1) -> int:
+        "Bytes a memory of this layout holds (values, top-k indices and the seen flags or stamps), without allocating it."
+        return sum(_block_bytes(s, d) for _, s, d in _blocks(int(n), int(num_classes), layout, _value_dtype(dtype), int(k), int(buffers)))
 
     @property
-    def nbytes(self) -> int: return self.bytes_for(self.n, self.num_classes, self.layout, self.dtype, self.k)
+    def nbytes(self) -> int: return self.bytes_for(self.n, self.num_classes, self.layout, self.dtype, self.k, self.buffers)
 
     def __repr__(self):
         kk = f", k={self.k}, tau={self.tau}" if self.layout == "topk" else ""
+        kk += f", buffers=2, epoch={self.epoch}" if self.buffers == 2 else ""
         return (f"PredictionMemory(n={self.n}, num_classes={self.num_classes}, layout={self.layout!r}{kk}, "
                 f"dtype={self.dtype}, store={self.store!r}, {self.nbytes / 1e6:.1f} MB)")
 
@@ -95,36 +107,58 @@ class PredictionMemory:
     @property
     def _b(self) -> dict:
         "The stored tensors (the memmap file is created here, on first use)."
-        if self._buf is None: self._mm, self._buf = self._open(self.path, "w+")
+        if self._buf is None:
+            self._mm, self._buf = self._open(self.path, "w+")
+            if "stamp" in self._buf: self._buf["stamp"].fill_(_NEVER)
         return self._buf
 
     def _rows(self, index): return torch.as_tensor(index).to(self.device, torch.long)
 
+    def begin_epoch(self, epoch: int) -> None:
+        "Start epoch `epoch` (0-based, counted over the whole run): with buffers=2, writes now go to its slot and reads answer with epoch-1's writes."
+        self.epoch = int(epoch)
+
+    def _slot(self, name: str, read: bool) -> torch.Tensor:
+        "The block `name` of the slot reads (epoch-1) or writes (epoch) use; the block itself when buffers=1."
+        t = self._b[name]
+        return t if self.buffers == 1 else t[(self.epoch - int(read)) % 2]
+
+    def _valid(self, rows) -> torch.Tensor:
+        "Rows that hold a teacher: written at least once (buffers=1), written in epoch-1 (buffers=2)."
+        b = self._b
+        if self.buffers == 1: return b["seen"][rows]
+        return b["stamp"][(self.epoch - 1) % 2][rows] == self.epoch - 1
+
     def update(self, index: torch.Tensor,   # (B,) dataset indices, any device
                logits: torch.Tensor) -> None:  # (B, C) this epoch's logits, any device
-        "Overwrite the rows of `index` with (a detached copy of) this batch's prediction."
+        "Overwrite the rows of `index` (in this epoch's slot when buffers=2) with (a detached copy of) this batch's prediction."
         rows, x, b = self._rows(index), logits.detach().float(), self._b
         if self.layout == "dense":
             big = torch.finfo(self.dtype).max
-            b["values"][rows] = x.clamp(-big, big).to(self.device, self.dtype)
+            self._slot("values", False)[rows] = x.clamp(-big, big).to(self.device, self.dtype)
         else:
             v, i = F.softmax(x / self.tau, dim=1).topk(self.k, dim=1)
-            b["values"][rows] = v.to(self.device, self.dtype)
-            b["indices"][rows] = i.to(self.device, b["indices"].dtype)
-        b["seen"][rows] = True
+            self._slot("values", False)[rows] = v.to(self.device, self.dtype)
+            ind = self._slot("indices", False)
+            ind[rows] = i.to(self.device, ind.dtype)
+        if self.buffers == 1: b["seen"][rows] = True
+        else: b["stamp"][self.epoch % 2][rows] = self.epoch
 
     def seen(self, index) -> torch.Tensor:
-        "Whether each row was written at least once (bool, on the device of `index`)."
+        "Whether each row holds a teacher (bool, on the device of `index`): written at least once (buffers=1), written in epoch-1 (buffers=2)."
         index = torch.as_tensor(index)
-        return self._b["seen"][self._rows(index)].to(index.device)
+        return self._valid(self._rows(index)).to(index.device)
 
     def logits(self, index) -> torch.Tensor:
-        "Stored logits (float32, on the device of `index`); dense layout only; unseen rows are 0."
+        "Stored logits (float32, on the device of `index`); dense layout only; rows without a teacher are 0."
         if self.layout != "dense":
             raise ValueError("layout='topk' keeps only the top-k probabilities at its tau, not logits: use probs(index, tau), "
                              "or layout='dense' for logit losses such as logit_mse_loss")
         index = torch.as_tensor(index)
-        return self._b["values"][self._rows(index)].float().to(index.device)
+        rows = self._rows(index)
+        v = self._slot("values", True)[rows].float()
+        if self.buffers == 2: v = torch.where(self._valid(rows)[:, None], v, torch.zeros_like(v))   # the other slot's old rows
+        return v.to(index.device)
 
     def probs(self, index, tau: float) -> torch.Tensor:
         "Teacher softmax(logits/tau) (float32, on the device of `index`); unseen rows are uniform 1/C."
@@ -133,26 +167,26 @@ class PredictionMemory:
         if float(tau) != self.tau:
             raise ValueError(f"this top-k memory stores probabilities at tau={self.tau}; tau={tau} cannot be recovered "
                              "from the top-k entries (build the memory with that tau)")
-        rows, b, C = self._rows(index), self._b, self.num_classes
-        v = b["values"][rows].float().to(index.device)
-        i = b["indices"][rows].long().to(index.device)
+        rows, C = self._rows(index), self.num_classes
+        v = self._slot("values", True)[rows].float().to(index.device)
+        i = self._slot("indices", True)[rows].long().to(index.device)
         rest = (1 - v.sum(1)).clamp_min(0) / (C - self.k) if C > self.k else torch.zeros(len(v), device=v.device)
         q = rest[:, None].expand(len(v), C).clone().scatter_(1, i, v)
         q = q / q.sum(1, keepdim=True).clamp_min(1e-30)              # float16 entries may sum to slightly over 1
         return torch.where(self.seen(index)[:, None], q, torch.full_like(q, 1 / C))
 
     def predicted(self, index) -> torch.Tensor:
-        "Argmax class of the stored prediction (long, on the device of `index`); unseen rows give 0."
+        "Argmax class of the stored prediction (long, on the device of `index`); rows without a teacher give 0."
         index = torch.as_tensor(index)
-        rows, b = self._rows(index), self._b
-        if self.layout == "dense": top = b["values"][rows].float().argmax(1)
-        else: top = b["indices"][rows][:, 0].long()
+        rows = self._rows(index)
+        if self.layout == "dense": top = self._slot("values", True)[rows].float().argmax(1)
+        else: top = self._slot("indices", True)[rows][:, 0].long()
         top = top.to(index.device)
         return torch.where(self.seen(index), top, torch.zeros_like(top))
 
     def _meta(self) -> dict:
         return dict(format=1, n=self.n, num_classes=self.num_classes, layout=self.layout,
-                    dtype=str(self.dtype).replace("torch.", ""), k=self.k, tau=self.tau)
+                    dtype=str(self.dtype).replace("torch.", ""), k=self.k, tau=self.tau, buffers=self.buffers, epoch=self.epoch)
 
     def state_dict(self) -> dict:
         "Layout plus CPU tensors (host/device), or the file's path and a snapshot of it taken now (memmap)."
@@ -179,8 +213,10 @@ class PredictionMemory:
     def load_state_dict(self, sd: dict) -> None:
         "Resume from `state_dict()` (any store into any store; memmap into memmap reopens the file in place)."
         mine = self._meta()
-        for key in ("n", "num_classes", "layout", "dtype") + (("k", "tau") if self.layout == "topk" else ()):
-            if sd.get(key) != mine[key]: raise ValueError(f"state dict has {key}={sd.get(key)!r}, this memory {mine[key]!r}")
+        for key in ("n", "num_classes", "layout", "dtype", "buffers") + (("k", "tau") if self.layout == "topk" else ()):
+            got = sd.get(key, 1 if key == "buffers" else None)          # checkpoints from before buffers: one buffer
+            if got != mine[key]: raise ValueError(f"state dict has {key}={got!r}, this memory {mine[key]!r}")
+        self.epoch = int(sd.get("epoch", 0))
         snap = Path(sd["snapshot"]) if sd.get("snapshot") else None
         if snap is not None and not snap.exists():
             raise ValueError(f"the memory snapshot {snap} this checkpoint refers to is missing: the run cannot resume exactly")

@@ -23,7 +23,9 @@ def test_every_method_takes_ikl(base, wrapper, digits):
     cfg = run_config("digits_lt", f"{base}+{wrapper}", "smoke", 0)
     _, model, method = build(cfg, digits)
     method.setup(model, digits)
-    x, y, idx = next(iter(DataLoader(digits.train, batch_size=32, shuffle=False)))
+    # a shuffled batch: the default centres come from the training batches, so the batch must hold several classes
+    x, y, idx = next(iter(DataLoader(digits.train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))))
+    assert len(set(y.tolist())) > 2
     for si, stage in enumerate(method.stages(4)):
         method.on_stage_start(stage, model)
         if stage.epochs == 0: continue
@@ -64,3 +66,131 @@ def test_cli_runs_composite_names(tmp_path):
 def test_cli_rejects_unknown_option(tmp_path):
     p = _cli("--dataset", "digits_lt", "--method", "bsce+ikl+kcc", "--runs-dir", str(tmp_path), cwd=tmp_path)
     assert p.returncode == 2 and "nocks" in p.stderr
+
+
+def _sum_grads(losses, params):
+    "d(sum of losses)/d params, zeros where unused (None when the sum has no path to the parameters)."
+    tot = sum(losses)
+    if not torch.is_tensor(tot) or not tot.requires_grad: return [torch.zeros_like(p) for p in params]
+    gs = torch.autograd.grad(tot, params, retain_graph=True, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(gs, params)]
+
+
+def _kc_by_hand(terms, params, rule):
+    "LTRL Eq. 10 computed here from the two groups' separate gradients (kc_project), plus the terms in neither group."
+    from ltnb.ikl import kc_project
+    gb = _sum_grads([v for k, v in terms.items() if k in rule.base], params)
+    go = _sum_grads([v for k, v in terms.items() if k in rule.other], params)
+    gr = _sum_grads([v for k, v in terms.items() if k not in rule.base and k not in rule.other], params)
+    if rule.per_tensor: comb = [kc_project(b, o) for b, o in zip(gb, go)]
+    else:
+        flat = kc_project(torch.cat([g.reshape(-1) for g in gb]), torch.cat([g.reshape(-1) for g in go]))
+        comb, o = [], 0
+        for p in params: comb.append(flat[o:o + p.numel()].view_as(p)); o += p.numel()
+    plain = [b + o + r for b, o, r in zip(gb, go, gr)]
+    return [c + r for c, r in zip(comb, gr)], plain
+
+
+@pytest.mark.parametrize("base,wrapper", _CASES + [("bsce", "ltrl+code")])
+def test_kc_goes_through_the_grad_rule(base, wrapper, digits):
+    """With KC on, the gradient the trainer's `backward_terms` leaves in `p.grad` is Eq. 10's projection of the method's
+    own groups, computed here by hand — on terms made to conflict (the knowledge group minus 10x the base group), so the
+    projection differs from the plain sum and a rule that is not applied (wrong group names, rule ignored) fails."""
+    cfg = run_config("digits_lt", f"{base}+{wrapper}", "smoke", 0)
+    _, model, method = build(cfg, digits)
+    rule = method.grad_rule
+    assert rule is not None
+    method.setup(model, digits)
+    x, y, idx = next(iter(DataLoader(digits.train, batch_size=32, shuffle=False)))
+    stage = method.stages(4)[0]
+    method.on_stage_start(stage, model)
+    method.on_epoch_start(0, stage, model)
+    method.on_batch_end({k: v.detach() for k, v in model(x).items()}, y, idx, 0, stage)
+    method.on_epoch_end(0, stage, model)
+    method.on_epoch_start(1, stage, model)
+    terms = method.loss_terms(model(x), y, idx, 2, stage)
+    kb = [k for k in rule.base if k in terms][0]
+    ko = [k for k in rule.other if k in terms][0]
+    terms[ko] = terms[ko] - 10 * terms[kb]                         # a conflict by construction
+    params = [p for p in model.parameters() if p.requires_grad]
+    want, plain = _kc_by_hand(terms, params, rule)
+    assert max((w - p).abs().max().item() for w, p in zip(want, plain)) > 1e-4, "no conflict: the check would be void"
+    model.zero_grad()
+    before = method.kc_stats[1].item()
+    backward_terms(terms, params, rule)
+    assert method.kc_stats[1].item() > before, "KC's combine was never called"
+    for p, w in zip(params, want):
+        torch.testing.assert_close(p.grad if p.grad is not None else torch.zeros_like(p), w, rtol=1e-4, atol=1e-6)
+
+
+def test_teacher_is_epoch_t_minus_1_under_resampling(tmp_path, monkeypatch):
+    """cRT's stage 2 draws class-balanced with replacement. Every IUR read at epoch t equals the last write of the same
+    sample in epoch t-1; a sample without one (first epoch, or not drawn in t-1) has no teacher (seen False, skipped)."""
+    from ltnb.iur import PredictionMemory
+    from ltnb.experiments import run
+    writes, reads = {}, []
+    upd, prb = PredictionMemory.update, PredictionMemory.probs
+    def update(self, index, logits):
+        for i, row in zip(torch.as_tensor(index).tolist(), logits.detach().float()): writes[(self.epoch, i)] = row.clone()
+        return upd(self, index, logits)
+    def probs(self, index, tau):
+        out = prb(self, index, tau)
+        reads.append((self.epoch, torch.as_tensor(index).tolist(), out.clone(), self.seen(index).clone(), tau))
+        return out
+    monkeypatch.setattr(PredictionMemory, "update", update)
+    monkeypatch.setattr(PredictionMemory, "probs", probs)
+    cfg = run_config("digits_lt", "crt+ikl", "smoke", 0, from_parent=False, method_kw={"stage2_epochs": 3}, **{"train.epochs": 2})
+    run(cfg, tmp_path, device="cpu")
+    checked = same_epoch = not_drawn = 0
+    for epoch, index, p, seen, tau in reads:
+        for r, i in enumerate(index):
+            prev = writes.get((epoch - 1, i))
+            if prev is None:
+                assert not seen[r] and torch.allclose(p[r], torch.full_like(p[r], 1 / p.shape[1])), (epoch, i)
+                not_drawn += epoch >= 3                           # a stage-2 epoch after the first
+            else:
+                assert seen[r]
+                torch.testing.assert_close(p[r], torch.softmax(prev / tau, 0), rtol=0, atol=1e-6)
+                checked += 1
+            same_epoch += epoch >= 2 and (epoch, i) in writes     # this sample also wrote in this epoch (drawn twice)
+    assert checked > 100 and same_epoch > 100 and not_drawn > 10, (checked, same_epoch, not_drawn)
+
+
+@pytest.mark.parametrize("store", ["host", "memmap"])
+def test_resume_in_resampled_stage_is_exact(tmp_path, store):
+    "A crt+ikl run stopped inside its class-balanced stage 2 and resumed equals the uninterrupted run, bit for bit."
+    from ltnb.experiments import run
+    kw = {"stage2_epochs": 3} | ({"memory_store": "memmap", "memory_path": str(tmp_path / "mem.bin")} if store == "memmap" else {})
+    cfg = run_config("digits_lt", "crt+ikl", "smoke", 0, from_parent=False, method_kw=kw, **{"train.epochs": 2})
+    full = run(cfg, tmp_path / "a", device="cpu")
+    assert run(cfg, tmp_path / "b", device="cpu", stop_after=3).complete is False   # 2 of stage 1 + 1 of stage 2
+    res = run(cfg, tmp_path / "b", device="cpu")
+    assert torch.equal(torch.as_tensor(res.outputs("test")["logits"]), torch.as_tensor(full.outputs("test")["logits"]))
+    assert torch.equal(res.method_state_dict()["M"], full.method_state_dict()["M"])
+
+
+def test_unnormalised_eq7_is_a_switch_not_a_rescaling(digits):
+    """soft_label='ikl_raw' is Eq. 7 as printed, Y + M_y: each row's ICL is its row sum 1 + sum_j M_yj times the
+    normalised row's, so ICL's weight changes per class; the default stays the normalised label."""
+    from ltnb.losses import create_method
+    from ltnb.icl import similarity_matrix, icl_loss, icl_soft_labels
+    C = digits.num_classes
+    M = similarity_matrix(torch.rand(C, 6, generator=torch.Generator().manual_seed(0)))      # entries in [0, 1]
+    z, y = torch.randn(40, C, generator=torch.Generator().manual_seed(1)), torch.arange(40) % C
+    icl = {}
+    for form in ("ikl", "ikl_raw"):
+        m = create_method("ce+ikl+noiur", digits.class_counts, **({} if form == "ikl" else {"soft_label": form}))
+        assert m.hp["soft_label"] == form
+        m.stages(2); m.M.copy_(M); m.has_M.fill_(True)
+        icl[form] = m.loss_terms({"logits": z}, y, torch.arange(40), 1, None)["icl"]
+    a = (1 / 2) ** 2
+    Y = torch.nn.functional.one_hot(y, C).float()
+    ce_rows = -((Y + M[y]) / (Y + M[y]).sum(1, keepdim=True) * z.log_softmax(1)).sum(1)     # normalised label's CE per row
+    torch.testing.assert_close(icl["ikl"], a * ce_rows.mean())
+    torch.testing.assert_close(icl["ikl_raw"], a * ((1 + M[y].sum(1)) * ce_rows).mean())
+    # per row, the raw label's gradient is the normalised one's times the row sum: a weight per class, not one constant
+    w = 1 + M[y].sum(1)
+    assert w.max() - w.min() > 0.5
+    zz = z.clone().requires_grad_()
+    g = {f: torch.autograd.grad(icl_loss(zz, icl_soft_labels(y, M, form=f)), zz)[0] for f in ("ikl", "ikl_raw")}
+    torch.testing.assert_close(g["ikl_raw"], w[:, None] * g["ikl"])

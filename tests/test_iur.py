@@ -87,3 +87,29 @@ def test_iur_from_memory_hand_case():
     loss = iur_loss(z, m.logits(ix), y, valid=m.seen(ix))
     assert loss.item() == pytest.approx(0.523248, abs=1e-5)
     assert cks_fraction(m, [0, 0, 0]) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(layout="topk", k=2, dtype=torch.float16)])
+def test_double_buffer_memmap_resume(tmp_path, kw):
+    """buffers=2 through a memmap checkpoint: the file holds both slots and the epoch stamps; after a kill mid-epoch
+    (writes after the checkpoint) the restored memory answers as at the checkpoint, in the checkpoint's epoch, and
+    the next epoch reads exactly what the checkpoint's epoch wrote."""
+    torch.manual_seed(0)
+    ix = torch.arange(6)
+    a = PredictionMemory(6, 5, store="memmap", path=tmp_path / "m.bin", buffers=2, **kw)
+    a.begin_epoch(0); a.update(ix, torch.randn(6, 5))
+    a.begin_epoch(1); e1 = torch.randn(3, 5) * 3; a.update(torch.tensor([0, 2, 4]), e1)   # epoch 1 draws 3 samples
+    probs1, seen1 = a.probs(ix, 2.), a.seen(ix)
+    assert seen1.all()
+    sd = a.state_dict()                                           # checkpoint at the end of epoch 1
+    a.begin_epoch(2); a.update(ix, torch.randn(6, 5))             # epoch 2 runs on, then the process dies
+    assert a.path.stat().st_size == PredictionMemory.bytes_for(6, 5, buffers=2, **kw)   # every block a multiple of 8 here
+    b = PredictionMemory(6, 5, store="memmap", path=tmp_path / "m.bin", buffers=2, **kw)
+    b.load_state_dict(sd)
+    assert b.epoch == 1
+    torch.testing.assert_close(b.probs(ix, 2.), probs1, rtol=0, atol=0)
+    b.begin_epoch(2)                                              # the resumed epoch 2 reads epoch 1's three rows only
+    assert b.seen(ix).tolist() == [True, False, True, False, True, False]
+    h = PredictionMemory(6, 5, buffers=2, **kw); h.load_state_dict(sd); h.begin_epoch(2)   # read into host memory
+    torch.testing.assert_close(h.probs(ix, 2.), b.probs(ix, 2.), rtol=0, atol=0)
+    if not kw: torch.testing.assert_close(b.logits(torch.tensor([0, 2, 4])), e1, rtol=0, atol=0)
