@@ -100,7 +100,8 @@ class IKLGradLog(IKL):
 
     def on_epoch_end(self, epoch, stage, model):
         super().on_epoch_end(epoch, stage, model)
-        a = float(torch.as_tensor(self.alpha(epoch)).detach()) if self.hp["loss_form"] == "ikl" else float("nan")   # NaN: no trade-off (LTRL forms)
+        a = self.alpha(epoch) if self.hp["loss_form"] == "ikl" else float("nan")   # NaN: no trade-off (LTRL forms)
+        a = float(a.detach()) if torch.is_tensor(a) else float(a)                 # a learnable alpha is a tensor
         self._log["epoch"].append(int(epoch)); self._log["alpha"].append(a); self._log["stats"].append(self._acc.clone())
 
     def get_extra_state(self):
