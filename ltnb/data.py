@@ -131,7 +131,7 @@ def cifar_transforms(
 def small_transforms(
     size: int,                   # image side (8 for digits, 28 for (Fashion-)MNIST)
     mean, std,
-    augment: bool | str = False, # True: random crop with padding size // 8 (+ horizontal flip when `flip`)
+    augment: bool | str = False, # True: random crop with padding size // 8 (+ horizontal flip when `flip`); "flip": flip only
     flip: bool = False,          # True for Fashion-MNIST (garments are mirror-symmetric); never for digits
 ) -> tuple:
     "(train, test) transforms of the small grey-scale datasets."
@@ -140,7 +140,8 @@ def small_transforms(
     if augment is True:
         return T.Compose([T.RandomCrop(size, padding=max(size // 8, 1)), *([T.RandomHorizontalFlip()] if flip else []),
                           ToFloat(), T.Normalize(mean, std)]), test
-    raise ValueError(f"augment {augment!r} is not available for the small grey-scale datasets: use False or True")
+    if augment == "flip" and flip: return T.Compose([T.RandomHorizontalFlip(), ToFloat(), T.Normalize(mean, std)]), test
+    raise ValueError(f"augment {augment!r} is not available here: use False or True" + (" or 'flip'" if flip else ""))
 
 def imagenet_transforms(
     augment: bool | str = True,  # False: the test transform for training too
@@ -398,7 +399,7 @@ def fmnist_lt(
     subset: str = "ldam",
     seed: int = 0,
     val_fraction: float = 0.0,
-    augment: bool | str = False,  # True: random crop (padding 3) + horizontal flip
+    augment: bool | str = False,  # True: random crop (padding 3) + horizontal flip; "flip": the flip only
     profile: str = "exp",
     download: bool = False,    # True: torchvision downloads into root when no copy is found
     idx_dir=None,              # a directory holding the four IDX files (overrides the search)
