@@ -8,7 +8,7 @@ __all__ = []
 
 # %% ../nbs/99_ltnb.ipynb #3889f69b
 from . import core, sampling, data, models, losses, metrics, engine, tables, config, experiments, reproduce  # the foundation
-from . import iur, icl, ikl                                                               # IKL / LTRL
+from . import iur, icl, ikl, ikl_figures                                                  # IKL / LTRL (its figures, LTRL Tables 1-6)
 from . import shike                                                                       # SHIKE
 from . import iwb                                                                         # IWB, weight balancing
 from . import calibration                                                                 # long-tail calibration
