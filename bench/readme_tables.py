@@ -4,7 +4,7 @@
     python bench/readme_tables.py --write   # replace the blocks between <!-- name --> and <!-- /name --> in README.md
 
 Blocks: `status` (the rows each reproduction notebook runs, from the table declarations), `gains:<csv stem>` (paired
-per-seed gains written by bench/ikl_evidence.py) and one `results:<csv stem>` block per committed evidence CSV in figures/ (the reproduced many / medium / few / all, mean ± std over seeds, and,
+per-seed gains written by bench/ikl_evidence.py), `csv:<stem>[|col,col]` (a CSV as it is) and one `results:<csv stem>` block per committed evidence CSV in figures/ (the reproduced many / medium / few / all, mean ± std over seeds, and,
 where figures/noaug/ holds the same table from the recipe without augmentation, its `all` beside).
 """
 import argparse, re
@@ -55,13 +55,19 @@ def gains(stem: str) -> str:
     g = g.assign(table=g.table.str.replace("_", " "), verdict=g.beyond_noise.map({True: "beyond noise", False: "within noise"}))
     return g[["table", "row", "base", "metric", "per_seed", "mean", "p", "verdict"]].to_markdown(index=False)
 
+def csv(spec: str) -> str:
+    "figures/<stem>.csv as a markdown table; `<stem>|col,col,...` keeps those columns."
+    stem, _, cols = spec.partition("|")
+    t = pd.read_csv(ROOT / "figures" / f"{stem}.csv")
+    return (t[cols.split(",")] if cols else t).to_markdown(index=False)
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0]); ap.add_argument("--write", action="store_true")
     a = ap.parse_args(argv)
     readme = ROOT / "README.md"; s = readme.read_text()
     for name in re.findall(r"<!-- (\S+) -->", s):
         kind, _, arg = name.partition(":")
-        body = status() if kind == "status" else results(arg) if kind == "results" else gains(arg) if kind == "gains" else None
+        body = dict(status=lambda a: status(), results=results, gains=gains, csv=csv).get(kind, lambda a: None)(arg)
         if body is None: continue
         print(f"<!-- {name} -->\n{body}\n")
         s = re.sub(rf"(<!-- {re.escape(name)} -->\n).*?(\n<!-- /{re.escape(name)} -->)", lambda m: m.group(1) + body + m.group(2), s, flags=re.S)
