@@ -65,12 +65,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0]); ap.add_argument("--write", action="store_true")
     a = ap.parse_args(argv)
     readme = ROOT / "README.md"; s = readme.read_text()
-    for name in re.findall(r"<!-- (\S+) -->", s):
+    for name in re.findall(r"<!-- ((?:status|results|gains|csv)[^>]*?) -->", s):
         kind, _, arg = name.partition(":")
         body = dict(status=lambda a: status(), results=results, gains=gains, csv=csv).get(kind, lambda a: None)(arg)
         if body is None: continue
         print(f"<!-- {name} -->\n{body}\n")
-        s = re.sub(rf"(<!-- {re.escape(name)} -->\n).*?(\n<!-- /{re.escape(name)} -->)", lambda m: m.group(1) + body + m.group(2), s, flags=re.S)
+        s = re.sub(rf"(<!-- {re.escape(name)} -->\n)(?:.*?\n)?(<!-- /{re.escape(name)} -->)", lambda m: m.group(1) + body + "\n" + m.group(2),
+                   s, flags=re.S)
     if a.write: readme.write_text(s); print("wrote", readme)
 
 if __name__ == "__main__": main()
