@@ -49,6 +49,7 @@ def run_one(label, seed, a, deadline=None):
     import signal, contextlib
     def late(*_): raise Late(label)
     cached = finished(label, seed, a)          # loading a finished run needs no lock
+    cached = cached or bool(os.environ.get("LTNB_TRAIN_LOCK"))   # ltnb's own run() takes $LTNB_TRAIN_LOCK: no second lock here
     with (contextlib.nullcontext() if cached else open("/tmp/ltnb-train.lock", "a")) as f:
         old = signal.signal(signal.SIGALRM, late)
         if deadline and not cached: signal.alarm(max(1, int(deadline - time.time())))
