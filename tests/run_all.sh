@@ -39,15 +39,17 @@ count() { grep -Eo "[0-9]+ $1" "$log" | tail -1 | grep -Eo '[0-9]+' || echo 0; }
 py_passed=$(count passed); py_skipped=$(count skipped)
 
 step "4. reproduction notebooks through papermill (default parameters)"
-out=$(mktemp -d); pm_passed=0
-for nb in nbs/repro_*.ipynb; do
-  [ -e "$nb" ] || continue
-  echo "--- $nb"
-  t0=$(date +%s)
-  OMP_NUM_THREADS=1 papermill "$nb" "$out/$(basename "$nb")" --cwd nbs --log-level WARNING   # tiny default runs: one thread is faster
+out=$(mktemp -d)
+export out
+pm_one() {   # tiny default runs: one thread each is faster, two notebooks at a time on 2 cores
+  local nb=$1 t0; t0=$(date +%s)
+  OMP_NUM_THREADS=1 papermill "$nb" "$out/$(basename "$nb")" --cwd nbs --log-level WARNING > "$out/$(basename "$nb").log" 2>&1 \
+    || { echo "FAIL: $nb"; tail -40 "$out/$(basename "$nb").log"; return 1; }
   echo "ok: $nb ($(( $(date +%s) - t0 ))s)"
-  pm_passed=$((pm_passed + 1))
-done
+}
+export -f pm_one
+ls nbs/repro_*.ipynb | xargs -P 2 -I{} bash -c 'pm_one {}'
+pm_passed=$(ls nbs/repro_*.ipynb | wc -l)
 
 step "done"
 # every step above stops the script on its first failure, so reaching here means nothing failed
