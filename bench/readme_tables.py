@@ -59,7 +59,7 @@ def csv(spec: str) -> str:
     "figures/<stem>.csv as a markdown table; `<stem>|col,col,...` keeps those columns."
     stem, _, cols = spec.partition("|")
     t = pd.read_csv(ROOT / "figures" / f"{stem}.csv")
-    return (t[cols.split(",")] if cols else t).to_markdown(index=False)
+    return (t[cols.split(",")] if cols else t).round(2).to_markdown(index=False)
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0]); ap.add_argument("--write", action="store_true")
