@@ -10,6 +10,13 @@ from ltnb.experiments import run_config, build
 from ltnb.engine import backward_terms
 
 
+def _detached(v):
+    "A model output detached as the trainer passes it on: tensors, and lists of tensors (a multi-expert model's)."
+    if torch.is_tensor(v): return v.detach()
+    if isinstance(v, (list, tuple)): return type(v)(_detached(t) for t in v)
+    return v
+
+
 @pytest.fixture(scope="module")
 def digits():
     return get_dataset("digits_lt")
@@ -40,7 +47,7 @@ def test_every_method_takes_ikl(base, wrapper, digits):
             backward_terms(terms, params, method.grad_rule)        # KC (+kc, +ltrl) through the trainer's own path
             grads = [p.grad for p in params if p.grad is not None]
             assert grads and all(torch.isfinite(g).all() for g in grads)
-            method.on_batch_end({k: v.detach() for k, v in out.items()}, y, idx, epoch, stage)
+            method.on_batch_end({k: _detached(v) for k, v in out.items()}, y, idx, epoch, stage)
             method.on_epoch_end(epoch, stage, model)
     # ICL's similarity matrix of the last epoch's class centres (Eq. 7): cosine similarities, so unit diagonal and symmetric
     assert bool(method.has_M) and torch.allclose(method.M.diag(), torch.ones(method.num_classes), atol=1e-4)
