@@ -112,7 +112,7 @@ def test_kc_goes_through_the_grad_rule(base, wrapper, digits):
     stage = method.stages(4)[0]
     method.on_stage_start(stage, model)
     method.on_epoch_start(0, stage, model)
-    method.on_batch_end({k: v.detach() for k, v in model(x).items()}, y, idx, 0, stage)
+    method.on_batch_end({k: _detached(v) for k, v in model(x).items()}, y, idx, 0, stage)
     method.on_epoch_end(0, stage, model)
     method.on_epoch_start(1, stage, model)
     terms = method.loss_terms(model(x), y, idx, 2, stage)
