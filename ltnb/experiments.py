@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_experiments.ipynb #9e3177a0
 from __future__ import annotations
-import argparse, contextlib, copy, errno, fcntl, hashlib, inspect, json, math, os, platform, shutil, subprocess, sys, time, warnings
+import argparse, contextlib, copy, errno, fcntl, hashlib, inspect, itertools, json, math, os, platform, shutil, subprocess, sys, time, warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 import numpy as np
@@ -371,8 +371,13 @@ def verify_run(path) -> None:
 def set_aside(path, why: str) -> Path:
     "Move a damaged or unfinished run directory to `<hash>.damaged-<time>` and warn, naming what was wrong."
     path = Path(path)
-    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-    os.replace(path, aside)
+    stem = f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    for n in itertools.count():                                        # twice in one second: -1, -2, ...
+        aside = path.with_name(stem if n == 0 else f"{stem}-{n}")
+        if aside.exists(): continue
+        try: os.rename(path, aside); break
+        except OSError as e:
+            if not aside.exists(): raise                               # a real failure, not a name taken meanwhile
     warnings.warn(f"{why}; moved the run to {aside} and recomputing it")
     return aside
 
