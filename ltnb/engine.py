@@ -16,9 +16,9 @@ from tqdm.auto import tqdm
 from .core import Stage, Method, GradRule, trainable_parameters
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'LAST_LABEL', 'BEST_LABEL', 'derive_seed', 'seed_everything', 'lr_at', 'TrainConfig', 'resolve_device',
-           'stage_settings', 'backward_terms', 'set_bn_mode', 'to_plain', 'StorageError', 'atomic_write', 'atomic_save',
-           'load_checkpoint', 'TrainResult', 'Trainer', 'benchmark_throughput']
+__all__ = ['SCHEDULES', 'DATA_PATHS', 'LAST_LABEL', 'BEST_LABEL', 'derive_seed', 'seed_everything', 'lr_at', 'TrainConfig',
+           'resolve_device', 'stage_settings', 'backward_terms', 'set_bn_mode', 'to_plain', 'StorageError',
+           'atomic_write', 'atomic_save', 'load_checkpoint', 'TrainResult', 'Trainer', 'benchmark_throughput']
 
 # %% ../nbs/05_engine.ipynb #6f04c697
 def derive_seed(seed: int, *keys: int) -> int:
@@ -65,6 +65,8 @@ def lr_at(
     return base_lr * warm * f
 
 # %% ../nbs/05_engine.ipynb #765e177c
+DATA_PATHS = ("auto", "device", "loader")
+
 @dataclass
 class TrainConfig:
     "Optimiser, schedule and runtime settings of one run (LDAM-DRW CIFAR defaults)."
@@ -80,7 +82,9 @@ class TrainConfig:
     warmup_epochs: int = 5         # linear warm-up lr*(e+1)/W
     eval_batch_size: int = 256
     amp: Any = "auto"              # "auto" | True | False
-    channels_last: Any = "auto"    # "auto" | True | False
+    channels_last: Any = "auto"    # "auto" (= True) | True | False
+    data_path: str = "auto"        # "auto" | "device" (ltnb.fastdata) | "loader" (DataLoader)
+    compile: bool = False          # torch.compile the model for training steps
     device: str = "auto"           # "auto" | "cpu" | "cuda" | "cuda:1" ...
     seed: int = 0
     deterministic: bool = False
@@ -102,6 +106,7 @@ class TrainConfig:
                 raise ValueError(f"gamma as a list needs one multiplier per milestone: {len(self.gamma)} vs {len(self.milestones)}")
         for k in ("amp", "channels_last"):
             if getattr(self, k) not in ("auto", True, False): raise ValueError(f"{k} must be 'auto', True or False")
+        if self.data_path not in DATA_PATHS: raise ValueError(f"data_path must be one of {DATA_PATHS}, got {self.data_path!r}")
         if self.epochs < 0 or self.batch_size < 1 or self.eval_every < 1 or self.warmup_epochs < 0:
             raise ValueError("need epochs >= 0, batch_size >= 1, eval_every >= 1, warmup_epochs >= 0")
 
@@ -259,24 +264,55 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         cuda = self.device.type == "cuda"
         self.amp = cuda if cfg.amp == "auto" else bool(cfg.amp)
-        self.channels_last = cuda if cfg.channels_last == "auto" else bool(cfg.channels_last)
-        self.amp_dtype = torch.float16 if cuda else torch.bfloat16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and cuda)
+        self.channels_last = True if cfg.channels_last == "auto" else bool(cfg.channels_last)
+        bf16 = cuda and torch.cuda.is_bf16_supported()
+        self.amp_dtype = torch.bfloat16 if (bf16 or not cuda) else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and cuda and not bf16)
         self.model = model.to(self.device)
         if self.channels_last: self.model = self.model.to(memory_format=torch.channels_last)
         self.method = method.to(self.device)
         self.data, self.ckpt_dir = data, (Path(ckpt_dir) if ckpt_dir is not None else None)
         self.first_stage, self.init_state = first_stage, init_state
         self.history, self.best, self.last, self.outputs = [], None, None, None
+        self.data_path = self._resolve_data_path()
+        self._step_model = torch.compile(self.model) if cfg.compile else self.model
+        self._eval_loaders = {}
 
     # --- small helpers -------------------------------------------------------------------------------------------
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
 
+    def _resolve_data_path(self) -> str:
+        "'device' or 'loader' for this run (see the configuration notes)."
+        from ltnb.fastdata import batched_transform
+        from ltnb.data import ArrayDataset
+        want = self.cfg.data_path
+        train = getattr(self.data, "train", None)
+        ok = isinstance(train, ArrayDataset) and batched_transform(train.transform) is not None
+        if want == "device" and not ok:
+            raise ValueError(f"data_path='device' needs an in-memory training set whose transform has a batched equivalent; "
+                             f"{type(train).__name__} with {getattr(train, 'transform', None)!r} has none: use data_path='loader'")
+        if want == "auto": return "device" if ok and self.device.type == "cuda" else "loader"
+        return want
+
     def _loader(self, ds, sampler=None, train=False):
-        return DataLoader(ds, batch_size=self.cfg.batch_size if train else self.cfg.eval_batch_size, sampler=sampler,
-                          shuffle=False, num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
-                          drop_last=train and self.cfg.drop_last, persistent_workers=False)
+        bs = self.cfg.batch_size if train else self.cfg.eval_batch_size
+        if self.data_path == "device":
+            from ltnb.fastdata import DeviceLoader, batched_transform
+            from ltnb.data import ArrayDataset
+            if isinstance(ds, ArrayDataset) and batched_transform(ds.transform) is not None:
+                return DeviceLoader(ds, sampler, bs, self.device, drop_last=train and self.cfg.drop_last,
+                                    channels_last=self.channels_last)
+        # evaluation loaders keep their workers for the run; a training loader does not: its workers take their seeds
+        # from the global RNG the Trainer re-seeds every epoch, which keeps a resumed run bit-identical
+        w = self.cfg.num_workers
+        return DataLoader(ds, batch_size=bs, sampler=sampler, shuffle=False, num_workers=w, pin_memory=self.device.type == "cuda",
+                          drop_last=train and self.cfg.drop_last, persistent_workers=w > 0 and not train)
+
+    def _eval_loader(self, split: str):
+        "One loader per evaluation split, kept for the run (its workers persist between evaluations)."
+        if split not in self._eval_loaders: self._eval_loaders[split] = self._loader(getattr(self.data, split))
+        return self._eval_loaders[split]
 
     def _start_stage(self, si: int, stage: Stage):
         "Stage-start hooks (re-init, method hook, trainable params, optimiser); returns the optimiser or None."
@@ -309,7 +345,7 @@ class Trainer:
         for split in ("test", "val"):
             ds = getattr(self.data, split, None)
             if ds is None: res[split] = None; continue
-            o = predict(self.model, self._loader(ds), device=str(self.device), method=self.method,
+            o = predict(self.model, self._eval_loader(split), device=str(self.device), method=self.method,
                         tta_flip=self.cfg.tta_flip, amp=self.amp)
             rep = to_plain(dict(classification_report(o["logits"], o["targets"], self.data.class_counts)))
             res[split] = (rep, {k: o[k] for k in ("logits", "features", "targets") if k in o})
@@ -371,7 +407,7 @@ class Trainer:
             x, y, idx = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True), idx.to(dev, non_blocking=True)
             if self.channels_last and x.dim() == 4: x = x.contiguous(memory_format=torch.channels_last)
             with self._autocast():
-                out = model(x)
+                out = self._step_model(x)
                 terms = method.loss_terms(out, y, idx, epoch, stage)
             if not terms: raise ValueError(f"{type(method).__name__}.loss_terms returned no terms in stage {stage.name!r}")
             opt.zero_grad(set_to_none=True)
