@@ -1,0 +1,49 @@
+"""Issue 13 §1: images/s of ltnb's training step (its `loader` and `device` paths, optionally `device+compile`)
+against the reference loop built as the official repositories build it, alternated round by round; the median
+per-round ratio. Synthetic CIFAR-100 in the real pickle format (500 images per class before the LT subset, IF 100).
+
+    flock /tmp/ltnb-bench.lock python bench/speed.py --device cpu                  # this machine
+    python bench/speed.py --device cuda --paths loader device device+compile      # a GPU (bench/gpu_check.sh)
+
+Prints one table per variant and writes figures/bench_<device>.csv (every round) and figures/bench_<device>_ratios.csv.
+"""
+import argparse, os, sys, tempfile, time
+import pandas as pd, torch
+from ltnb.bench import write_cifar100, compare, ratios
+from ltnb.experiments import figures_dir
+
+VARIANTS = {   # name -> compare() keyword arguments
+    "resnet32 crop+flip": dict(augment=True),
+    "resnet32 autoaugment+cutout": dict(augment="autoaugment"),
+    "resnet32 ce+ikl crop+flip": dict(augment=True, method="ce+ikl"),
+    "shike_resnet32 crop+flip": dict(augment=True, model="shike_resnet32", method="shike"),
+}
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu"); p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS)); p.add_argument("--paths", nargs="+", default=["loader", "device"])
+    p.add_argument("--batches", type=int, default=20); p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--workers", type=int, default=2); p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--tag", default="", help="suffix of the output files")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    rows, summary = [], []
+    with tempfile.TemporaryDirectory() as root:
+        write_cifar100(root)
+        for v in a.variants:
+            t0 = time.time()
+            df = compare(root, paths=tuple(a.paths), batch_size=a.batch_size, batches=a.batches, rounds=a.rounds,
+                         workers=a.workers, device=a.device, **VARIANTS[v])
+            df.insert(0, "variant", v); rows.append(df)
+            r = ratios(df); r.insert(0, "variant", v); summary.append(r)
+            print(f"\n{v} ({a.device}, {a.threads} threads, batch {a.batch_size}, {a.batches} batches x {a.rounds} rounds, "
+                  f"{a.workers} workers; {time.time() - t0:.0f}s)")
+            print(r.round(3).to_string(index=False), flush=True)
+    tag = f"_{a.tag}" if a.tag else ""
+    out = figures_dir() / f"bench_{a.device.split(':')[0]}{tag}.csv"
+    pd.concat(rows).to_csv(out, index=False)
+    pd.concat(summary).to_csv(out.with_name(out.stem + "_ratios.csv"), index=False)
+    print(f"\nwrote {out} and {out.stem}_ratios.csv")
+
+if __name__ == "__main__": main()
