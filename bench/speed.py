@@ -9,7 +9,8 @@ Prints one table per variant and writes figures/bench_<device>.csv (every round)
 """
 import argparse, os, sys, tempfile, time
 import pandas as pd, torch
-from ltnb.bench import write_cifar100, compare, ratios
+import json
+from ltnb.bench import write_cifar100, compare, ratios, epoch_times
 from ltnb.experiments import figures_dir
 
 VARIANTS = {   # name -> compare() keyword arguments
@@ -26,6 +27,8 @@ def main(argv=None):
     p.add_argument("--batches", type=int, default=20); p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--workers", type=int, default=2); p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--tag", default="", help="suffix of the output files")
+    p.add_argument("--epochs", type=int, default=0, help="also time this many full epochs per path (first = compile/warm-up) "
+                   "and project 200 epochs of CIFAR-100-LT ResNet-32")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     rows, summary = [], []
@@ -40,7 +43,14 @@ def main(argv=None):
             print(f"\n{v} ({a.device}, {a.threads} threads, batch {a.batch_size}, {a.batches} batches x {a.rounds} rounds, "
                   f"{a.workers} workers; {time.time() - t0:.0f}s)")
             print(r.round(3).to_string(index=False), flush=True)
+        if a.epochs:
+            ep = []
+            for path in a.paths:
+                e = epoch_times(root, a.epochs, path, device=a.device, workers=a.workers, batch_size=a.batch_size)
+                print(f"\n{a.epochs} full epochs, {path}: " + json.dumps(e), flush=True); ep.append(e)
     tag = f"_{a.tag}" if a.tag else ""
+    if a.epochs:
+        pd.DataFrame(ep).to_csv(figures_dir() / f"bench_{a.device.split(':')[0]}{tag}_epochs.csv", index=False)
     out = figures_dir() / f"bench_{a.device.split(':')[0]}{tag}.csv"
     pd.concat(rows).to_csv(out, index=False)
     pd.concat(summary).to_csv(out.with_name(out.stem + "_ratios.csv"), index=False)

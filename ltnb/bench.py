@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 # %% auto #0
 __all__ = ['LTNB_PATHS', 'write_cifar100', 'ReferenceCIFAR', 'reference_transform', 'ReferenceLoop', 'LtnbLoop', 'compare',
-           'ratios']
+           'ratios', 'epoch_times']
 
 # %% ../nbs/15_bench.ipynb #a9fd33e4
 def write_cifar100(root, n_train_per_class: int = 500, n_test_per_class: int = 20, num_classes: int = 100, seed: int = 0) -> Path:
@@ -149,3 +149,24 @@ def ratios(df: pd.DataFrame) -> pd.DataFrame:
         out.append(dict(kind=kind, images_per_s=g.images_per_s.median(), ratio_to_reference=r.median(),
                         ratio_min=r.min(), ratio_max=r.max(), rounds=len(g)))
     return pd.DataFrame(out)
+
+# %% ../nbs/15_bench.ipynb #915c1c9b
+def epoch_times(root, epochs: int = 3, path: str = "device", model: str = "resnet32", method: str = "ce", augment=True,
+                batch_size: int = 128, device: str = "cpu", workers: int = 2, amp="auto", total: int = 200) -> dict:
+    "Seconds of each of `epochs` full training epochs on one ltnb path, and the projection to `total` epochs."
+    from ltnb.data import get_dataset
+    from ltnb.models import create_model
+    from ltnb.losses import create_method
+    from ltnb.engine import TrainConfig
+    data = get_dataset("cifar100_lt", root=root, augment=augment, imb_factor=0.01)
+    torch.manual_seed(0)
+    cfg = TrainConfig(epochs=total, batch_size=batch_size, device=device, progress=False, num_workers=workers, amp=amp,
+                      **LTNB_PATHS[path])
+    loop = LtnbLoop(create_model(model, num_classes=data.num_classes, in_chans=3), create_method(method, data.class_counts), data, cfg)
+    secs = []
+    for _ in range(epochs):
+        _sync(device); t = time.perf_counter(); loop.run(len(loop.loader)); _sync(device); secs.append(time.perf_counter() - t)
+    steady = statistics.median(secs[1:]) if len(secs) > 1 else secs[0]
+    return dict(path=path, model=model, method=method, augment=str(augment), device=device, train_images=len(data.train),
+                batches_per_epoch=len(loop.loader), epoch_s=[round(s, 3) for s in secs], steady_epoch_s=steady,
+                images_per_s=len(data.train) / steady, projected_s=secs[0] + (total - 1) * steady, total_epochs=total)

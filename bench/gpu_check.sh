@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The GPU check of issue 13 in one command (a few minutes on one H100/H200):
+#   here, once:   bash bench/gpu_wheels.sh                      (nbdev & co. as wheels into .whl/, git-ignored)
+#   device tool:  run(command="bash bench/gpu_check.sh", carry=[".whl"], timeout_s=570)
+# 1. the `#| gpu` cells of the component notebooks (CUDA Trainer, fast data path on the GPU, AMP dtype, benchmarks)
+# 2. ltnb's paths against the reference loop on CUDA (bench/speed.py) and whole epochs projected to 200 (the ≤ 2 min target)
+# 3. many runs at once on one GPU (bench/jobs_wall.py), if present
+# Figures go to $OUT (the device tool brings them back) or ./gpu_check_out. `GPU_CHECK_DEVICE=cpu` dry-runs it here.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu_check_out}; mkdir -p "$OUT"
+DEV=${GPU_CHECK_DEVICE:-cuda}
+export PYTHONUNBUFFERED=1 LTNB_FIGURES="$OUT" LTNB_RUNS=$(mktemp -d)
+if [ -d .whl ] && ! python3 -c "import nbdev" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
+else
+  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+status=0
+step() { echo; echo "=== $1 ($(date +%T))"; }
+step "device"
+python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" | tee "$OUT/device.txt"
+step "1. CUDA cells of the notebooks"
+if [ "$DEV" = cuda ]; then FLAGS="gpu"; else FLAGS=""; fi
+for nb in 05_engine 14_fastdata 15_bench; do
+  nbdev_test --path nbs/$nb.ipynb ${FLAGS:+--flags $FLAGS} 2>&1 | tail -5 | tee -a "$OUT/cells.txt" || status=1
+done
+step "2. ltnb vs the reference loop"
+if [ "$DEV" = cuda ]; then
+  python3 bench/speed.py --device cuda --threads 16 --workers 8 --paths loader device device+compile --batches 60 --rounds 3 --epochs 3 \
+    --variants "resnet32 crop+flip" "resnet32 autoaugment+cutout" "resnet32 ce+ikl crop+flip" "shike_resnet32 crop+flip" 2>&1 | tee "$OUT/speed.txt" || status=1
+else
+  python3 bench/speed.py --device cpu --batches 2 --rounds 1 --batch-size 16 --epochs 0 --variants "resnet32 crop+flip" --tag dry 2>&1 | tee "$OUT/speed.txt" || status=1
+fi
+step "3. many runs at once"
+if [ -f bench/jobs_wall.py ]; then python3 bench/jobs_wall.py --device "$DEV" 2>&1 | tee "$OUT/jobs.txt" || status=1; fi
+step "done (status $status)"
+exit $status
