@@ -8,9 +8,9 @@
 # Figures go to $OUT (the device tool brings them back) or ./gpu_check_out. `GPU_CHECK_DEVICE=cpu` dry-runs it here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-$PWD/gpu_check_out}; mkdir -p "$OUT"
+OUT=${OUT:-$PWD/gpu_check_out}; RAW="$OUT/raw"; mkdir -p "$RAW"
 DEV=${GPU_CHECK_DEVICE:-cuda}
-export PYTHONUNBUFFERED=1 LTNB_FIGURES="$OUT" LTNB_RUNS=$(mktemp -d)
+export PYTHONUNBUFFERED=1 LTNB_FIGURES="$RAW" LTNB_RUNS=$(mktemp -d)
 if [ -d .whl ] && ! python3 -c "import nbdev" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
@@ -20,20 +20,21 @@ fi
 status=0
 step() { echo; echo "=== $1 ($(date +%T))"; }
 step "device"
-python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" | tee "$OUT/device.txt"
+python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" | tee "$RAW/device.txt"
 step "1. CUDA cells of the notebooks"
 if [ "$DEV" = cuda ]; then FLAGS="gpu"; else FLAGS=""; fi
 for nb in 05_engine 14_fastdata 15_bench; do
-  nbdev_test --path nbs/$nb.ipynb ${FLAGS:+--flags $FLAGS} 2>&1 | tail -5 | tee -a "$OUT/cells.txt" || status=1
+  nbdev_test --path nbs/$nb.ipynb ${FLAGS:+--flags $FLAGS} 2>&1 | tail -5 | tee -a "$RAW/cells.txt" || status=1
 done
 step "2. ltnb vs the reference loop"
 if [ "$DEV" = cuda ]; then
   python3 bench/speed.py --device cuda --threads 16 --workers 8 --paths loader device device+compile --batches 60 --rounds 3 --epochs 3 \
-    --variants "resnet32 crop+flip" "resnet32 autoaugment+cutout" "resnet32 ce+ikl crop+flip" "shike_resnet32 crop+flip" 2>&1 | tee "$OUT/speed.txt" || status=1
+    --variants "resnet32 crop+flip" "resnet32 autoaugment+cutout" "resnet32 ce+ikl crop+flip" "shike_resnet32 crop+flip" 2>&1 | tee "$RAW/speed.txt" || status=1
 else
-  python3 bench/speed.py --device cpu --batches 2 --rounds 1 --batch-size 16 --epochs 0 --variants "resnet32 crop+flip" --tag dry 2>&1 | tee "$OUT/speed.txt" || status=1
+  python3 bench/speed.py --device cpu --batches 2 --rounds 1 --batch-size 16 --epochs 0 --variants "resnet32 crop+flip" --tag dry 2>&1 | tee "$RAW/speed.txt" || status=1
 fi
 step "3. many runs at once"
-if [ -f bench/jobs_wall.py ]; then python3 bench/jobs_wall.py --device "$DEV" 2>&1 | tee "$OUT/jobs.txt" || status=1; fi
+if [ -f bench/jobs_wall.py ]; then python3 bench/jobs_wall.py --device "$DEV" 2>&1 | tee "$RAW/jobs.txt" || status=1; fi
 step "done (status $status)"
+tar czf "$OUT/gpu_check.tgz" -C "$RAW" . && rm -rf "$RAW"      # one file back (the device tool returns at most 8)
 exit $status
