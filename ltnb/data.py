@@ -23,8 +23,8 @@ __all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'INAT_MEA
            'read_split_file', 'check_split_labels', 'find_missing_images', 'stratified_split', 'find_checkout',
            'data_dir', 'can_download', 'get_dataset', 'digits_lt', 'fmnist_lt', 'mnist_lt', 'cifar10_lt', 'cifar100_lt',
            'imagenet_lt', 'places_lt', 'inat18', 'resized_size', 'resized_cache_dir', 'build_resized_cache',
-           'build_dataset_cache', 'gpu_jpeg_available', 'EncodedImageList', 'encoded_collate', 'JpegBatchTransform',
-           'GpuDecodedLoader']
+           'build_dataset_cache', 'gpu_jpeg_available', 'EncodedImageList', 'encoded_collate', 'split_encoded',
+           'JpegBatchTransform', 'GpuDecodedLoader']
 
 # %% ../nbs/01_data.ipynb #09e8444e
 class ArrayDataset(Dataset):
@@ -569,7 +569,7 @@ def imagenet_lt(
     image_root=None,            # default <root>/imagenet
     check_images: bool = True,  # check that the first training image exists
     download: bool = False,     # True is an error: ILSVRC-2012 needs an image-net.org account
-    resized_cache: bool | str | Path = False,  # True: read <root>/resized (see `build_dataset_cache`); a path: that cache root
+    resized_cache: bool | str = False,  # True: read <root>/resized (see `build_dataset_cache`); a folder (str or Path): that cache root
     resized_short_side: int = 256,  # the cache's short side
     imb_factor=None, subset=None, n_max=None,   # accepted as None only: the split files fix the long tail
 ) -> LTData:
@@ -597,7 +597,7 @@ def places_lt(
     image_root=None,            # default <root>/places365
     check_images: bool = True,
     download: bool = False,     # True is an error: no scripted download
-    resized_cache: bool | str | Path = False,  # True: read <root>/resized (see `build_dataset_cache`); a path: that cache root
+    resized_cache: bool | str = False,  # True: read <root>/resized (see `build_dataset_cache`); a folder (str or Path): that cache root
     resized_short_side: int = 256,
     imb_factor=None, subset=None, n_max=None,   # accepted as None only: the split files fix the long tail
 ) -> LTData:
@@ -627,7 +627,7 @@ def inat18(
     image_root=None,            # default <root>/inat2018
     check_images: bool = True,
     download: bool = False,     # True is an error: no scripted download
-    resized_cache: bool | str | Path = False,  # True: read <root>/resized (see `build_dataset_cache`); a path: that cache root
+    resized_cache: bool | str = False,  # True: read <root>/resized (see `build_dataset_cache`); a folder (str or Path): that cache root
     resized_short_side: int = 256,
     imb_factor=None, subset=None, n_max=None,   # accepted as None only: the split files fix the long tail
 ) -> LTData:
@@ -773,9 +773,13 @@ class EncodedImageList(Dataset):
         return data, int(self.ds.targets[i]), int(i)
 
 def encoded_collate(batch) -> tuple:
-    "Collate (bytes, label, index) items into (list of byte tensors, label tensor, index tensor)."
-    data, y, i = zip(*batch)
-    return list(data), torch.tensor(y), torch.tensor(i)
+    "Collate (bytes, label, index) items into ((all bytes in one tensor, lengths), labels, indices)."
+    data, y, i = zip(*batch)   # one tensor per batch: a worker hands over one shared-memory block, not 128
+    return (torch.cat(data), torch.tensor([len(d) for d in data])), torch.tensor(y), torch.tensor(i)
+
+def split_encoded(data) -> list:
+    "The per-image byte tensors of a batch from `encoded_collate` (views, no copy); a list passes through."
+    return list(torch.split(data[0], data[1].tolist())) if isinstance(data, tuple) else list(data)
 
 class JpegBatchTransform:
     "Decode a list of JPEG byte tensors on `device` and apply the ImageNet-LT train or test transform; a (B, 3, S, S) float batch."
@@ -794,9 +798,10 @@ class JpegBatchTransform:
         x = F.resized_crop(x, i, j, h, w, [self.size, self.size], antialias=True)
         if torch.rand(()) < 0.5: x = F.hflip(x)
         return self.jitter(x) if self.jitter is not None else x
-    def __call__(self, data: list) -> torch.Tensor:
+    def __call__(self, data) -> torch.Tensor:
+        "`data`: a list of JPEG byte tensors, or the (bytes, lengths) pair of `encoded_collate`."
         from torchvision.io import decode_jpeg, ImageReadMode
-        imgs = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)   # a list: one batched nvJPEG call on CUDA
+        imgs = decode_jpeg(split_encoded(data), mode=ImageReadMode.RGB, device=self.device)   # a list: one batched nvJPEG call on CUDA
         x = torch.stack([self._one(im) for im in imgs]).float().div_(255)
         return (x - self.mean) / self.std
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from ltnb.data import (EncodedImageList, JpegBatchTransform, build_dataset_cache, build_resized_cache, encoded_collate,
-                       get_dataset, resized_cache_dir, resized_size)
+                       get_dataset, resized_cache_dir, resized_size, split_encoded)
 
 # (split, class, size) of each image; short sides 300, 260, 200 (kept), 512, 256 (kept), 384
 IMAGES = [("train", 0, (400, 300)), ("train", 0, (260, 700)), ("train", 0, (200, 150)), ("train", 1, (512, 640)),
@@ -116,6 +116,7 @@ def test_encoded_bytes_match_pil(tmp_path):
     ref = torch.as_tensor(np.array(Image.open(d.train.image_root / d.train.paths[3]).convert("RGB"))).permute(2, 0, 1)
     assert (decode_jpeg(data).int() - ref.int()).abs().float().mean() < 1
     xs, ys, idx = encoded_collate([enc[k] for k in range(4)])
+    assert [t.tolist() for t in split_encoded(xs)] == [enc[k][0].tolist() for k in range(4)]   # one tensor, split back
     x = JpegBatchTransform(train=False, device="cpu")(xs)
     assert x.shape == (4, 3, 224, 224) and ys.tolist() == d.train.targets[:4].tolist() and idx.tolist() == [0, 1, 2, 3]
     ref = torch.stack([d.train_eval[k][0] for k in range(4)])                             # PIL: Resize(256) + CenterCrop(224)
