@@ -22,7 +22,9 @@ __all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'INAT_MEA
            'cifar_transforms', 'small_transforms', 'imagenet_transforms', 'read_idx', 'read_cifar_batch',
            'read_split_file', 'check_split_labels', 'find_missing_images', 'stratified_split', 'find_checkout',
            'data_dir', 'can_download', 'get_dataset', 'digits_lt', 'fmnist_lt', 'mnist_lt', 'cifar10_lt', 'cifar100_lt',
-           'imagenet_lt', 'places_lt', 'inat18']
+           'imagenet_lt', 'places_lt', 'inat18', 'resized_size', 'resized_cache_dir', 'build_resized_cache',
+           'build_dataset_cache', 'gpu_jpeg_available', 'EncodedImageList', 'encoded_collate', 'split_encoded',
+           'JpegBatchTransform', 'GpuDecodedLoader']
 
 # %% ../nbs/01_data.ipynb #09e8444e
 class ArrayDataset(Dataset):
@@ -513,7 +515,8 @@ def _class_names(paths, labels, n) -> list[str]:
     return names
 
 def _image_list(name, root, split_dir, image_root, files, defaults, how, *, val_fraction, seed, augment, image_size,
-                color_jitter, mean, std, check_images=True, info=None, fixed=None, download=False):
+                color_jitter, mean, std, check_images=True, info=None, fixed=None, download=False, resized_cache=False,
+                resized_short_side=256):
     bad = {k: v for k, v in (fixed or {}).items() if v is not None}
     if bad: raise ValueError(f"{name}: {', '.join(bad)} cannot be set: its long tail is fixed by the split files")
     root = _root(root)
@@ -527,18 +530,31 @@ def _image_list(name, root, split_dir, image_root, files, defaults, how, *, val_
     te_p, te_y = read_split_file(need["test"])
     va = read_split_file(need["val"]) if "val" in need and need["val"].exists() and not val_fraction else None
     n = max(check_split_labels(tr_y, te_y, need["train"], need["test"]), int(va[1].max()) + 1 if va else 0)
+    read = ir   # where the pixels come from: the images, or their pre-resized cache
+    if resized_cache:
+        read = resized_cache_dir(ir, resized_short_side, root / "resized" if resized_cache is True else resized_cache)
+        build = _cache_command(name, root, resized_short_side, resized_cache,
+                               dict(split_dir=split_dir, image_root=image_root, **(info or {})))
+        if not read.is_dir():
+            raise FileNotFoundError(f"{name}: no pre-resized cache (short side {resized_short_side}) of {ir} at {read}. "
+                                    f"Build it once (later calls write only what is missing):\n  {build}\n"
+                                    "or pass resized_cache=False to read the original images (see data/README.md)")
     if check_images:   # every listed image must exist before the first epoch (scanned once, then cached)
         for key, ps in [("train", tr_p), ("test", te_p)] + ([("val", va[0])] if va else []):
-            gone = find_missing_images(ir, ps, need[key])
+            gone = find_missing_images(read, ps, need[key] if read == ir else read / need[key].name)
+            if gone and read != ir:
+                raise FileNotFoundError(f"{name}: the pre-resized cache {read} lacks {len(gone):,} of the {len(ps):,} images "
+                                        f"listed in {need[key]} (e.g. {gone[0]}). Complete it with:\n  {build}")
             if gone: raise _missing(name, [ir / g for g in gone[:5]] + [f"({len(gone):,} of {len(ps):,} images listed in {need[key]} "
                                                                        f"are missing under image_root = {ir})"], how)
     classes = _class_names(tr_p, tr_y, n)
     train_tf, test_tf = imagenet_transforms(augment, mean, std, color_jitter, image_size)
-    full = ImageListDataset(ir, tr_p, tr_y, None, classes)
-    val = ImageListDataset(ir, va[0], va[1], test_tf, classes) if va else None
-    test = ImageListDataset(ir, te_p, te_y, test_tf, classes)
+    full = ImageListDataset(read, tr_p, tr_y, None, classes)
+    val = ImageListDataset(read, va[0], va[1], test_tf, classes) if va else None
+    test = ImageListDataset(read, te_p, te_y, test_tf, classes)
     info = dict(info or {}, split_dir=str(sd), image_root=str(ir), augment=augment, image_size=image_size,
-                val_source="carved" if val_fraction else ("split file" if va else None))
+                val_source="carved" if val_fraction else ("split file" if va else None),
+                resized_cache=str(read) if read != ir else None)
     return _finish(name, full, test, n, val_fraction, seed, train_tf, test_tf, classes, (3, image_size, image_size), mean,
                    std, info, val=val)
 
@@ -553,6 +569,8 @@ def imagenet_lt(
     image_root=None,            # default <root>/imagenet
     check_images: bool = True,  # check that the first training image exists
     download: bool = False,     # True is an error: ILSVRC-2012 needs an image-net.org account
+    resized_cache: bool | str = False,  # True: read <root>/resized (see `build_dataset_cache`); a folder (str or Path): that cache root
+    resized_short_side: int = 256,  # the cache's short side
     imb_factor=None, subset=None, n_max=None,   # accepted as None only: the split files fix the long tail
 ) -> LTData:
     "ImageNet-LT (OLTR split files) over ILSVRC-2012 images."
@@ -564,7 +582,8 @@ def imagenet_lt(
                        ("ImageNet_LT", "imagenet"), how, val_fraction=val_fraction, seed=seed, augment=augment,
                        image_size=image_size, color_jitter=True, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                        check_images=check_images, download=download,
-                       fixed=dict(imb_factor=imb_factor, subset=subset, n_max=n_max))
+                       fixed=dict(imb_factor=imb_factor, subset=subset, n_max=n_max),
+                       resized_cache=resized_cache, resized_short_side=resized_short_side)
 
 @register_dataset("places_lt")
 def places_lt(
@@ -578,6 +597,8 @@ def places_lt(
     image_root=None,            # default <root>/places365
     check_images: bool = True,
     download: bool = False,     # True is an error: no scripted download
+    resized_cache: bool | str = False,  # True: read <root>/resized (see `build_dataset_cache`); a folder (str or Path): that cache root
+    resized_short_side: int = 256,
     imb_factor=None, subset=None, n_max=None,   # accepted as None only: the split files fix the long tail
 ) -> LTData:
     "Places-LT (both split-file path styles) over Places365-Standard images."
@@ -592,7 +613,8 @@ def places_lt(
                        ("Places_LT_v2" if style == "v2" else "Places_LT", "places365"), how + "; download=True is not available",
                        val_fraction=val_fraction, seed=seed, augment=augment, image_size=image_size, color_jitter=True,
                        mean=IMAGENET_MEAN, std=IMAGENET_STD, check_images=check_images, info=dict(style=style),
-                       download=download, fixed=dict(imb_factor=imb_factor, subset=subset, n_max=n_max))
+                       download=download, fixed=dict(imb_factor=imb_factor, subset=subset, n_max=n_max),
+                       resized_cache=resized_cache, resized_short_side=resized_short_side)
 
 @register_dataset("inat18")
 def inat18(
@@ -605,6 +627,8 @@ def inat18(
     image_root=None,            # default <root>/inat2018
     check_images: bool = True,
     download: bool = False,     # True is an error: no scripted download
+    resized_cache: bool | str = False,  # True: read <root>/resized (see `build_dataset_cache`); a folder (str or Path): that cache root
+    resized_short_side: int = 256,
     imb_factor=None, subset=None, n_max=None,   # accepted as None only: the split files fix the long tail
 ) -> LTData:
     "iNaturalist 2018 (classifier-balancing split files); its val split is the test set."
@@ -615,4 +639,175 @@ def inat18(
                        dict(train="iNaturalist18_train.txt", val=None, test="iNaturalist18_val.txt"),
                        ("iNaturalist18", "inat2018"), how, val_fraction=val_fraction, seed=seed, augment=augment,
                        image_size=image_size, color_jitter=False, mean=INAT_MEAN, std=INAT_STD, check_images=check_images,
-                       download=download, fixed=dict(imb_factor=imb_factor, subset=subset, n_max=n_max))
+                       download=download, fixed=dict(imb_factor=imb_factor, subset=subset, n_max=n_max),
+                       resized_cache=resized_cache, resized_short_side=resized_short_side)
+
+# %% ../nbs/01_data.ipynb #cb84f2dc
+import hashlib, shutil, uuid
+
+def resized_size(w: int, h: int, short_side: int = 256) -> tuple[int, int]:
+    "(w, h) of an image whose short side is brought to `short_side` as `T.Resize(short_side)` does; never upscaled."
+    short, long = min(w, h), max(w, h)
+    if short <= short_side: return w, h
+    new_long = int(short_side * long / short)
+    return (short_side, new_long) if w <= h else (new_long, short_side)
+
+def resized_cache_dir(
+    image_root,            # the original images' folder (the split files' paths are relative to it)
+    short_side: int,       # 256: the test transform's Resize
+    cache_root,            # where caches live (`<data root>/resized` for `resized_cache=True`)
+) -> Path:
+    "The mirror tree holding `image_root` pre-resized to `short_side`: keyed by the folder's absolute path and the side."
+    ir = Path(image_root).resolve()
+    return Path(cache_root) / f"{ir.name}-{hashlib.sha256(str(ir).encode()).hexdigest()[:10]}" / f"short{short_side}"
+
+def _resize_one(job) -> str:
+    "Write one cached image (temp name, then rename); 'copied' when it is already small enough, else 'resized'."
+    src, dst, short_side, quality, fsync = job
+    from PIL import Image
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with Image.open(src) as im:
+            w, h = im.size
+            nw, nh = resized_size(w, h, short_side)
+            if (nw, nh) == (w, h) and im.format == "JPEG": shutil.copyfile(src, tmp); how = "copied"   # no second encoding
+            else:
+                im.draft("RGB", (2 * nw, 2 * nh))   # libjpeg may decode at 1/2, 1/4, 1/8 scale while staying >= 2x the target
+                im.convert("RGB").resize((nw, nh), Image.Resampling.BILINEAR).save(tmp, "JPEG", quality=quality)
+                how = "resized"
+        if fsync:
+            with open(tmp, "rb") as f: os.fsync(f.fileno())
+        os.replace(tmp, dst)
+    except BaseException as e:   # an interrupt too: the temp file goes, the real name never appears
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, Exception): raise OSError(f"cannot cache {src} -> {dst}: {type(e).__name__}: {e}") from e
+        raise
+    return how
+
+def build_resized_cache(
+    image_root,              # the original images
+    paths,                   # relative paths (as in the split files)
+    cache_dir,               # the mirror tree to fill (`resized_cache_dir(...)`)
+    short_side: int = 256,
+    quality: int = 90,       # JPEG quality of the resized files
+    workers: int | None = None,  # processes (None: every CPU; 0 or 1: in this process)
+    progress: bool = True,
+    fsync: bool = False,     # True: also survive a power cut (slower); rename alone covers an interrupted process
+) -> dict:
+    "Write each listed image resized to short side `short_side` under `cache_dir`, skipping those already there and current."
+    from concurrent.futures import ProcessPoolExecutor
+    from tqdm.auto import tqdm
+    ir, cd = Path(image_root), Path(cache_dir)
+    jobs, have, gone = [], 0, []
+    for p in paths:
+        src, dst = ir / p, cd / p
+        try: s = src.stat().st_mtime
+        except FileNotFoundError:
+            if dst.exists(): have += 1       # the original is gone but its cached copy is there
+            else: gone.append(p)
+            continue
+        try:
+            if dst.stat().st_mtime >= s: have += 1; continue
+        except FileNotFoundError: pass
+        jobs.append((str(src), str(dst), short_side, quality, fsync))
+    if gone: raise FileNotFoundError(f"{len(gone):,} of {len(paths):,} images are missing under {ir}, e.g. {ir / gone[0]}")
+    cd.mkdir(parents=True, exist_ok=True)
+    note = cd / "SOURCE.txt"
+    if not note.exists(): note.write_text(f"{ir.resolve()}\nshort side {short_side}, JPEG quality {quality}\n")
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    bar = dict(total=len(jobs), desc=f"resizing {len(jobs):,} images to short side {short_side}", disable=not progress,
+               mininterval=1)
+    if workers <= 1 or len(jobs) < 2: done = [_resize_one(j) for j in tqdm(jobs, **bar)]
+    else:
+        with ProcessPoolExecutor(min(workers, len(jobs))) as ex:
+            done = list(tqdm(ex.map(_resize_one, jobs, chunksize=max(1, min(64, len(jobs) // (4 * workers)))), **bar))
+    return dict(cache_dir=str(cd), listed=len(paths), already=have, resized=done.count("resized"), copied=done.count("copied"))
+
+# %% ../nbs/01_data.ipynb #046c5486
+def build_dataset_cache(
+    name: str,                 # a split-file dataset: imagenet_lt, places_lt, inat18
+    root=None,                 # data root (None: `data_dir()`)
+    short_side: int = 256,
+    cache_root=None,           # None: <root>/resized (what `resized_cache=True` reads)
+    quality: int = 90,
+    workers: int | None = None,  # None: every CPU
+    progress: bool = True,
+    **kw,                      # split_dir, image_root, style: as for `get_dataset`
+) -> dict:
+    "Pre-resize every image listed by dataset `name`'s split files into the cache that `resized_cache=True` reads."
+    root = _root(root)
+    d = get_dataset(name, root=root, **kw)
+    if not isinstance(d.train, ImageListDataset): raise ValueError(f"{name} is held in memory: there is nothing to pre-resize")
+    ir = Path(d.info["image_root"])
+    paths = list(dict.fromkeys(p for s in (d.train, d.val, d.test) if s is not None for p in s.paths))
+    cd = resized_cache_dir(ir, short_side, root / "resized" if cache_root is None else cache_root)
+    return build_resized_cache(ir, paths, cd, short_side, quality, workers, progress)
+
+def _cache_command(name, root, short_side, resized_cache, kw) -> str:
+    "The call that builds the cache `get_dataset(name, ..., resized_cache=...)` looks for."
+    args = dict(root=str(root), short_side=short_side, **({} if resized_cache is True else dict(cache_root=str(resized_cache))),
+                **{k: str(v) if isinstance(v, Path) else v for k, v in kw.items() if v is not None})
+    return (f"python -c \"from ltnb.data import build_dataset_cache; build_dataset_cache({name!r}, "
+            + ", ".join(f"{k}={v!r}" for k, v in args.items()) + ")\"")
+
+# %% ../nbs/01_data.ipynb #b8601a13
+def gpu_jpeg_available(device="cuda") -> bool:
+    "Whether torchvision decodes JPEGs on `device` here (a CUDA device and a torchvision built with nvJPEG)."
+    if not torch.cuda.is_available(): return False
+    from torchvision.io import decode_jpeg, encode_jpeg
+    try: return decode_jpeg(encode_jpeg(torch.zeros(3, 8, 8, dtype=torch.uint8)), device=device).is_cuda
+    except Exception: return False
+
+class EncodedImageList(Dataset):
+    "An `ImageListDataset`'s files as undecoded bytes (1-D uint8 tensors) for batched decoding; items are (bytes, label, index)."
+    def __init__(self, ds: ImageListDataset):
+        self.ds, self.targets, self.classes = ds, ds.targets, ds.classes
+    def __len__(self): return len(self.ds)
+    def __getitem__(self, i):
+        p = self.ds.image_root / self.ds.paths[i]
+        try:
+            with open(p, "rb") as f: data = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
+        except Exception as e: raise OSError(f"cannot read image {p} (sample index {i}): {type(e).__name__}: {e}") from e
+        return data, int(self.ds.targets[i]), int(i)
+
+def encoded_collate(batch) -> tuple:
+    "Collate (bytes, label, index) items into ((all bytes in one tensor, lengths), labels, indices)."
+    data, y, i = zip(*batch)   # one tensor per batch: a worker hands over one shared-memory block, not 128
+    return (torch.cat(data), torch.tensor([len(d) for d in data])), torch.tensor(y), torch.tensor(i)
+
+def split_encoded(data) -> list:
+    "The per-image byte tensors of a batch from `encoded_collate` (views, no copy); a list passes through."
+    return list(torch.split(data[0], data[1].tolist())) if isinstance(data, tuple) else list(data)
+
+class JpegBatchTransform:
+    "Decode a list of JPEG byte tensors on `device` and apply the ImageNet-LT train or test transform; a (B, 3, S, S) float batch."
+    def __init__(self, train: bool = True, image_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                 color_jitter: bool = True,   # ImageNet-LT / Places-LT: True; iNaturalist: False
+                 device="cuda"):
+        self.train, self.size, self.device = train, image_size, torch.device(device)
+        self.resize = int(round(image_size / 0.875))
+        self.jitter = T.ColorJitter(0.4, 0.4, 0.4, 0) if train and color_jitter else None
+        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
+    def _one(self, x: torch.Tensor) -> torch.Tensor:
+        import torchvision.transforms.functional as F
+        if not self.train: return F.center_crop(F.resize(x, [self.resize], antialias=True), [self.size, self.size])
+        i, j, h, w = T.RandomResizedCrop.get_params(x, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))
+        x = F.resized_crop(x, i, j, h, w, [self.size, self.size], antialias=True)
+        if torch.rand(()) < 0.5: x = F.hflip(x)
+        return self.jitter(x) if self.jitter is not None else x
+    def __call__(self, data) -> torch.Tensor:
+        "`data`: a list of JPEG byte tensors, or the (bytes, lengths) pair of `encoded_collate`."
+        from torchvision.io import decode_jpeg, ImageReadMode
+        imgs = decode_jpeg(split_encoded(data), mode=ImageReadMode.RGB, device=self.device)   # a list: one batched nvJPEG call on CUDA
+        x = torch.stack([self._one(im) for im in imgs]).float().div_(255)
+        return (x - self.mean) / self.std
+
+class GpuDecodedLoader:
+    "Wrap a DataLoader over an `EncodedImageList` (collate `encoded_collate`): yields (decoded images, labels, indices)."
+    def __init__(self, loader, transform: JpegBatchTransform): self.loader, self.transform = loader, transform
+    def __len__(self): return len(self.loader)
+    def __iter__(self):
+        for data, y, i in self.loader: yield self.transform(data), y, i
