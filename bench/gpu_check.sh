@@ -23,7 +23,7 @@ step "device"
 python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" | tee "$RAW/device.txt"
 step "1. CUDA cells of the notebooks"
 if [ "$DEV" = cuda ]; then FLAGS="gpu"; else FLAGS=""; fi
-for nb in 05_engine 14_fastdata 15_bench; do
+for nb in 01_data 05_engine 14_fastdata 15_bench; do
   nbdev_test --path nbs/$nb.ipynb ${FLAGS:+--flags $FLAGS} 2>&1 | tail -5 | tee -a "$RAW/cells.txt" || status=1
 done
 step "2. ltnb vs the reference loop"
@@ -33,7 +33,12 @@ if [ "$DEV" = cuda ]; then
 else
   python3 bench/speed.py --device cpu --batches 2 --rounds 1 --batch-size 16 --epochs 0 --variants "resnet32 crop+flip" --tag dry 2>&1 | tee "$RAW/speed.txt" || status=1
 fi
-step "3. many runs at once"
+step "3. input pipeline (JPEG tree, pre-resized cache, GPU decode) and IKL's memory on the device store"
+if [ "$DEV" = cuda ]; then
+  OMP_NUM_THREADS=1 python3 bench/input_pipeline.py --workers 0 4 8 --epochs 1 --out "$RAW/input_pipeline_gpu.csv" 2>&1 | tee "$RAW/input.txt" || status=1
+  python3 bench/ikl_memory.py --stores host device --dtypes float32 bfloat16 --cap-gb 32 --batches 16 --out "$RAW/ikl_memory_gpu.csv" 2>&1 | tee "$RAW/memory.txt" || status=1
+fi
+step "4. many runs at once"
 if [ -f bench/jobs_wall.py ]; then python3 bench/jobs_wall.py --device "$DEV" 2>&1 | tee "$RAW/jobs.txt" || status=1; fi
 step "done (status $status)"
 tar czf "$OUT/gpu_check.tgz" -C "$RAW" . && rm -rf "$RAW"      # one file back (the device tool returns at most 8)
