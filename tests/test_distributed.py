@@ -114,13 +114,26 @@ def test_resume_across_ranks(two):
         assert [h["loss"] for h in r["resumed"]["history"]] == [h["loss"] for h in r["ce"]["history"]]
 
 
+def _run(cmd, env, timeout=300):
+    "Run `cmd` in its own session; on a timeout, end the whole session (torchrun's workers too), then fail."
+    import signal
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try: out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL); p.communicate()
+        raise
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+
+
+@pytest.mark.slow   # two torchrun launches: about 30 s on 2 cores
 def test_torchrun_entry_point(tmp_path):
     "`torchrun -m ltnb.distributed` writes the run once (rank 0), a second call loads it, and the lr rule scales lr."
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "LTNB_RUNS": str(tmp_path)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0", "-m", "ltnb.distributed",
+    # no LTNB_TRAIN_LOCK inside: a test run that holds the training slot (flock ... pytest) would wait on itself
+    env = {**{k: v for k, v in os.environ.items() if k != "LTNB_TRAIN_LOCK"}, "OMP_NUM_THREADS": "1", "LTNB_RUNS": str(tmp_path)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ltnb.distributed",
            "--dataset", DATASET, "--budget", BUDGET, "--method", "ce", "--backend", "gloo", "--device", "cpu", "--sync-bn",
            "--set", "train.batch_size=64", "--lr-rule", "linear"]
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    p = _run(cmd, env)
     assert p.returncode == 0, p.stderr[-3000:]
     recs = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
     assert len(recs) == 1, p.stdout                                  # printed by rank 0 only
@@ -130,6 +143,6 @@ def test_torchrun_entry_point(tmp_path):
     from ltnb.experiments import Run, is_finished
     assert is_finished(rec["run"]) and Run.load(rec["run"]).config["train"]["lr"] == rec["lr"]
     assert not list(tmp_path.rglob("*.tmp"))
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    p = _run(cmd, env)
     assert p.returncode == 0, p.stderr[-3000:]
     assert json.loads([l for l in p.stdout.splitlines() if l.startswith("{")][0])["cached"]
