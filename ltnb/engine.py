@@ -250,6 +250,13 @@ class TrainResult:
     complete: bool = True                        # False when max_epochs_this_call stopped the run early
 
 LAST_LABEL, BEST_LABEL = "last epoch", "best epoch on the test set"
+
+def _dist_context():
+    "torchrun hook: `ltnb.distributed`'s context when torch.distributed runs more than one process, else None."
+    d = torch.distributed
+    if not (d.is_available() and d.is_initialized()) or d.get_world_size() == 1: return None
+    from ltnb.distributed import context
+    return context()
 # settings a checkpoint must agree on to be resumed
 _RESUME_KEYS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "schedule", "milestones", "gamma",
                 "warmup_epochs", "seed", "drop_last", "lr_shift")
@@ -269,6 +276,8 @@ class Trainer:
         self.amp_dtype = torch.bfloat16 if (bf16 or not cuda) else torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and cuda and not bf16)
         self.model = model.to(self.device)
+        self.dist = _dist_context()     # torchrun (ltnb.distributed): None in one process, which then runs exactly as before
+        if self.dist is not None: self.model = self.dist.prepare_model(self.model)   # SyncBN when asked for
         if self.channels_last: self.model = self.model.to(memory_format=torch.channels_last)
         self.method = method.to(self.device)
         self.data, self.ckpt_dir = data, (Path(ckpt_dir) if ckpt_dir is not None else None)
@@ -297,6 +306,7 @@ class Trainer:
 
     def _loader(self, ds, sampler=None, train=False):
         bs = self.cfg.batch_size if train else self.cfg.eval_batch_size
+        if train and self.dist is not None: bs = self.dist.local_batch(bs)   # batch_size is the global batch of a step
         if self.data_path == "device":
             from ltnb.fastdata import DeviceLoader, batched_transform
             from ltnb.data import ArrayDataset
@@ -311,7 +321,9 @@ class Trainer:
 
     def _eval_loader(self, split: str):
         "One loader per evaluation split, kept for the run (its workers persist between evaluations)."
-        if split not in self._eval_loaders: self._eval_loaders[split] = self._loader(getattr(self.data, split))
+        if split not in self._eval_loaders:
+            ds = getattr(self.data, split)   # torchrun: each rank predicts its own contiguous shard (gathered in `evaluate`)
+            self._eval_loaders[split] = self._loader(ds, None if self.dist is None else self.dist.shard(len(ds)))
         return self._eval_loaders[split]
 
     def _start_stage(self, si: int, stage: Stage):
@@ -322,6 +334,7 @@ class Trainer:
         if self.channels_last: self.model.to(memory_format=torch.channels_last)
         self.method.on_stage_start(stage, self.model)
         self.method.to(self.device)
+        if self.dist is not None: self.dist.broadcast_module(self.model)   # every rank starts the stage from rank 0's weights
         params = trainable_parameters(self.model, stage, self.method)
         self.params = params
         if stage.epochs == 0: return None
@@ -347,6 +360,7 @@ class Trainer:
             if ds is None: res[split] = None; continue
             o = predict(self.model, self._eval_loader(split), device=str(self.device), method=self.method,
                         tta_flip=self.cfg.tta_flip, amp=self.amp)
+            if self.dist is not None: o = self.dist.gather_cat(o)   # every rank's shard, in order, no sample twice
             rep = to_plain(dict(classification_report(o["logits"], o["targets"], self.data.class_counts)))
             res[split] = (rep, {k: o[k] for k in ("logits", "features", "targets") if k in o})
         return res
@@ -366,6 +380,7 @@ class Trainer:
     def ckpt_path(self): return None if self.ckpt_dir is None else self.ckpt_dir / "last.pt"
 
     def _save(self, epoch: int, si: int, opt):
+        if self.dist is not None and not self.dist.is_main: return   # torchrun: rank 0 writes, the others hold the same state
         atomic_save(dict(format=1, epoch=epoch, stage_index=si, model=self.model.state_dict(),
                          method=self.method.state_dict(), optimizer=opt.state_dict() if opt is not None else {},
                          scaler=self.scaler.state_dict(), history=to_plain(self.history), best=to_plain(self.best),
@@ -401,25 +416,34 @@ class Trainer:
         cfg, dev, model, method = self.cfg, self.device, self.model, self.method
         set_bn_mode(model, stage.bn_mode); method.train()
         method.on_epoch_start(epoch, stage, model)
+        d = self.dist   # torchrun hooks below; all of them are skipped in one process
+        if d is not None: _seed_rngs(derive_seed(cfg.seed, 0, epoch, d.rank + 1))   # each rank its own augmentation draws
+        gather = d is not None and type(method).on_batch_end is not Method.on_batch_end   # stateful methods see every rank's samples
         n, correct, loss_sum, term_sums = 0, torch.zeros((), device=dev), torch.zeros((), device=dev), {}
         rule = method.grad_rule
         for x, y, idx in tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not cfg.progress):
             x, y, idx = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True), idx.to(dev, non_blocking=True)
             if self.channels_last and x.dim() == 4: x = x.contiguous(memory_format=torch.channels_last)
+            sizes = d.batch_sizes(len(y)) if d is not None else None   # every rank's share of this global batch
             with self._autocast():
                 out = self._step_model(x)
                 terms = method.loss_terms(out, y, idx, epoch, stage)
             if not terms: raise ValueError(f"{type(method).__name__}.loss_terms returned no terms in stage {stage.name!r}")
             opt.zero_grad(set_to_none=True)
-            loss = backward_terms(terms, self.params, rule, self.scaler.scale, exclude=self._method_params)
+            scale = self.scaler.scale if d is None else d.weighted_scale(self.scaler.scale, len(y), sizes)
+            loss = backward_terms(terms, self.params, rule, scale, exclude=self._method_params)
+            if d is not None: d.all_reduce_grads(opt)      # the sum of the rank-weighted gradients: the global batch's gradient
             self.scaler.step(opt); self.scaler.update()
             method.after_step(model, epoch, stage)        # e.g. MaxNorm's projection of the classifier rows (WB)
             outd = {k: (v.detach() if torch.is_tensor(v) else v) for k, v in out.items()}
-            method.on_batch_end(outd, y, idx, epoch, stage)
+            method.on_batch_end(*(d.gather_batch(outd, y, idx, sizes) if gather else (outd, y, idx)), epoch, stage)
             b = len(y); n += b
             loss_sum += loss.float() * b
             for k, v in terms.items(): term_sums[k] = term_sums.get(k, 0) + v.detach().float() * b
             correct += (outd["logits"].argmax(1) == y).sum()
+        if d is not None:   # BN running statistics from rank 0 (as DDP's broadcast_buffers); loss and accuracy over all ranks
+            d.sync_buffers(model)
+            n, correct, loss_sum, term_sums = d.sum_stats(n, correct, loss_sum, term_sums)
         method.on_epoch_end(epoch, stage, model)
         if n == 0: raise ValueError("the training loader yielded no batch: check data.train, batch_size and drop_last")
         row = dict(loss=loss_sum.item() / n, **{f"loss_{k}": v.item() / n for k, v in term_sums.items()},
@@ -442,7 +466,10 @@ class Trainer:
         self.history, self.best, self.last, self.outputs = [], None, None, None
         if not 0 <= self.first_stage < len(stages):
             raise ValueError(f"first_stage={self.first_stage} but the method has {len(stages)} stage(s)")
-        ck = self._load()
+        if self.dist is None: ck = self._load()
+        else:   # torchrun: rank 0 reads (and checks) the checkpoint and the parent's state; every rank gets the same
+            ck = self.dist.broadcast_object(self._load() if self.dist.is_main else None)
+            self.init_state = self.dist.broadcast_object(self.init_state if self.dist.is_main else None)
         if ck is None and self.init_state is not None: self._load_init_state()
         start = starts[self.first_stage] if ck is None else ck["epoch"] + 1
         if ck is not None: self.history, self.best = list(ck["history"]), ck["best"]
@@ -466,6 +493,7 @@ class Trainer:
             if stage.epochs == 0: continue
             st = stage_settings(stage, cfg)
             sampler = make_sampler(stage.sampler, self.data.train.targets, seed=cfg.seed, total_epochs=stage.epochs)
+            if self.dist is not None: sampler = self.dist.shard_sampler(sampler, cfg.batch_size, cfg.drop_last)
             loader = self._loader(self.data.train, sampler, train=True)
             for epoch in range(max(s0, start), s1):
                 if max_epochs_this_call is not None and done_here >= max_epochs_this_call: stopped = True; break
