@@ -12,4 +12,4 @@ from . import iur, icl, ikl, ikl_figures                                        
 from . import shike                                                                       # SHIKE
 from . import iwb                                                                         # IWB, weight balancing
 from . import calibration                                                                 # long-tail calibration
-from . import fastdata, bench                                                             # speed: the device data path, benchmarks
+from . import fastdata, bench, distributed                                                # speed and scale: the device data path, benchmarks, torchrun
