@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_experiments.ipynb #9e3177a0
 from __future__ import annotations
-import argparse, contextlib, copy, errno, fcntl, hashlib, inspect, itertools, json, math, os, platform, shutil, subprocess, sys, time, warnings
+import argparse, contextlib, copy, errno, fcntl, hashlib, inspect, itertools, json, math, os, platform, selectors, shutil, subprocess, sys, tempfile, time, traceback, warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 import numpy as np
@@ -17,8 +17,9 @@ __all__ = ['BUDGETS', 'MANIFEST', 'RERUN', 'METRICS', 'recipe', 'method_values',
            'figures_dir', 'run_config', 'config_hash', 'run_dir', 'provenance', 'to_json', 'Run', 'is_finished',
            'DamagedRun', 'write_manifest', 'verify_run', 'set_aside', 'build', 'RunLocked', 'run_lock', 'run',
            'training_slot', 'runs_frame', 'row_frame', 'method_available', 'row_spec', 'describe_row', 'with_all_rows',
-           'row_overrides', 'method_overrides', 'run_rows', 'param_list', 'param_dict', 'plot_shot_groups',
-           'plot_per_class', 'bench_main', 'run_bench', 'list_runs', 'main', 'runs_main', 'run_cli']
+           'row_overrides', 'method_overrides', 'row_configs', 'run_rows', 'JobFailed', 'run_many', 'Job', 'job_plan',
+           'job_worker', 'param_list', 'param_dict', 'plot_shot_groups', 'plot_per_class', 'bench_main', 'run_bench',
+           'list_runs', 'main', 'runs_main', 'run_cli']
 
 # %% ../nbs/06_experiments.ipynb #f622fadf
 _PAPER = {
@@ -586,13 +587,11 @@ def method_overrides(method: str, dataset: str, budget: str, overrides: dict) ->
     extra = method_class(method).run_overrides(dataset, budget, dict(overrides))
     return None if extra is None else {**overrides, **extra}
 
-def run_rows(rows: dict, dataset: str, budget: str, seeds, runs_dir=None, device="auto",
-             method_kw: dict | None = None, progress: bool = False, rerun: str | None = None,
-             download: bool = False, **overrides) -> tuple[list, list]:
-    """Run every row {paper label: method name, (name, kwargs) or None} for every seed; returns (runs, missing labels).
-    A row's dotted kwargs ('model.num_experts') are that row's config overrides, the others its method's arguments."""
-    from ltnb.data import get_dataset
-    runs, missing, data = [], [], None
+def row_configs(rows: dict, dataset: str, budget: str, seeds, method_kw: dict | None = None, **overrides) -> tuple[list, list]:
+    """The configs of every available row {paper label: method name, (name, kwargs) or None} for every seed, as
+    [(label, config)], and the labels of the rows ltnb cannot run. A row's dotted kwargs ('model.num_experts') are that
+    row's config overrides, the others its method's arguments."""
+    pairs, missing = [], []
     for label, spec in rows.items():
         meth, kw = row_spec(spec)
         if meth is None or not method_available(meth): missing.append(label); continue
@@ -600,12 +599,19 @@ def run_rows(rows: dict, dataset: str, budget: str, seeds, runs_dir=None, device
         ov = {**overrides, **row_ov}
         if method_overrides(meth, dataset, budget, ov) is None: missing.append(label); continue   # e.g. a fused stage the backbone lacks
         for s in seeds:                                        # run_config applies the method's own choices
-            cfg = run_config(dataset, meth, budget, s, method_kw=kw or None, **ov)
-            if data is None and not _all_finished(cfg, runs_dir):
-                data = get_dataset(dataset, **cfg["data"], **({"download": True} if download else {}))
-            r = run(cfg, runs_dir, data=data, device=device, progress=progress, rerun=rerun)
-            r.label = label
-            runs.append(r)
+            pairs.append((label, run_config(dataset, meth, budget, s, method_kw=kw or None, **ov)))
+    return pairs, missing
+
+def run_rows(rows: dict, dataset: str, budget: str, seeds, runs_dir=None, device="auto",
+             method_kw: dict | None = None, progress: bool = False, rerun: str | None = None,
+             download: bool = False, jobs: int = 1, devices=None, **overrides) -> tuple[list, list]:
+    """Run every row {paper label: method name, (name, kwargs) or None} for every seed; returns (runs, missing labels).
+    A row's dotted kwargs ('model.num_experts') are that row's config overrides, the others its method's arguments.
+    `jobs` > 1: the unfinished runs are computed by that many worker processes (`run_many`)."""
+    pairs, missing = row_configs(rows, dataset, budget, seeds, method_kw, **overrides)   # every config checked before a run starts
+    runs = run_many([c for _, c in pairs], runs_dir, jobs=jobs, device=device, devices=devices, progress=progress,
+                    rerun=rerun, download=download)
+    for r, (label, _) in zip(runs, pairs): r.label = label
     return runs, missing
 
 def _all_finished(cfg: dict, runs_dir=None) -> bool:
@@ -614,6 +620,227 @@ def _all_finished(cfg: dict, runs_dir=None) -> bool:
         if not is_finished(run_dir(cfg, runs_dir)): return False
         cfg = cfg.get("parent")
     return True
+
+# %% ../nbs/06_experiments.ipynb #0eeed3aa
+class JobFailed(RuntimeError):
+    "A run computed by a `run_many` worker failed: the message names the run; `traceback` is the worker's."
+    def __init__(self, msg: str, cfg: dict | None = None, traceback: str = "", user_error: bool = False):
+        super().__init__(msg)
+        self.cfg, self.traceback, self.user_error = cfg, traceback, user_error
+
+def _run_name(cfg: dict, runs_dir=None) -> str:
+    "How an error names a run: method, seed, dataset and its directory."
+    return f"{cfg['method_name']} seed {cfg['seed']} on {cfg['dataset']} ({run_dir(cfg, runs_dir)})"
+
+def _cores() -> int:
+    "CPU cores this process may use."
+    try: return len(os.sched_getaffinity(0))
+    except AttributeError: return os.cpu_count() or 1
+
+def _data_key(cfg: dict) -> str: return json.dumps([cfg["dataset"], cfg["data"]], sort_keys=True, default=str)
+
+def run_many(cfgs, runs_dir=None, jobs: int = 1, device: str = "auto", devices=None, threads: int | None = None,
+             progress: bool = False, rerun: str | None = None, lock_timeout: float | None = None,
+             download: bool = False) -> list[Run]:
+    """Run or load every config of `cfgs` (in order); `jobs` > 1: the unfinished runs are first computed by `jobs` worker
+    processes with `threads` threads each (default `max(1, cores // jobs)`), spread over GPUs `devices` if given."""
+    from ltnb.config import validate_config
+    from ltnb.engine import resolve_device
+    from ltnb.data import get_dataset
+    cfgs = list(cfgs)
+    if rerun not in RERUN: raise ValueError(f"rerun must be one of {RERUN}, got {rerun!r}")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1: raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    if devices is not None:
+        devices = [str(d) for d in (devices if isinstance(devices, (list, tuple)) else [devices])]
+        if not devices or device not in ("auto", "cuda"):
+            raise ValueError(f"devices={devices!r} spreads workers over GPUs: give a non-empty list of GPU ids and device 'auto' or 'cuda', not {device!r}")
+        device = "cuda"
+    resolve_device(device)
+    for c in cfgs: validate_config(c)                       # every config checked before anything runs
+    dl = {"download": True} if download else {}
+    if jobs == 1:                                          # in this process, one run after the other
+        if devices: device = f"cuda:{devices[0]}"
+        loaded, out = {}, []
+        for c in cfgs:
+            data = None
+            if not _all_finished(c, runs_dir):             # one dataset load per data config, none when all are cached
+                k = _data_key(c)
+                if k not in loaded: loaded[k] = get_dataset(c["dataset"], **c["data"], **dl)
+                data = loaded[k]
+            out.append(run(c, runs_dir, data=data, device=device, progress=progress, rerun=rerun, lock_timeout=lock_timeout))
+        return out
+    runs_dir = Path(runs_dir or default_runs_dir()).resolve()
+    plan, computed = job_plan(cfgs, runs_dir, rerun), set()
+    if plan:
+        imports = _job_imports(plan)
+        if download:                                       # fetched once here, not by N workers at once
+            for k in {_data_key(j.cfg): j.cfg for j in plan}.values(): get_dataset(k["dataset"], **k["data"], **dl)
+        threads = threads or max(1, _cores() // jobs)
+        with training_slot(): computed = _job_pool(plan, runs_dir, jobs, device, devices, threads, lock_timeout, imports, progress)
+    runs = [run(c, runs_dir, device=device, lock_timeout=lock_timeout) for c in cfgs]   # all finished: loaded
+    for r in runs: r.from_cache = str(r.path) not in computed
+    return runs
+
+# %% ../nbs/06_experiments.ipynb #e263fcaa
+@dataclass
+class Job:
+    "One run a `run_many` worker computes."
+    cfg: dict
+    path: str                   # its run directory
+    parent: str | None          # the parent's directory when the parent is computed in the same batch: wait for it
+    rerun: str | None           # what `run(..., rerun=)` gets for this run
+    depth: int = 0              # 0: no parent in the batch; 1: a child of such a run; ...
+    has_children: bool = False
+    file: Path | None = None    # the config as a JSON file, for the worker
+
+def _stale_dir(path: Path) -> bool:
+    "Whether the finished run at `path` was made by another ltnb version."
+    import ltnb
+    try: return json.loads((path / "provenance.json").read_text())["versions"]["ltnb"] != ltnb.__version__
+    except (OSError, ValueError, KeyError, TypeError): return True
+
+def job_plan(cfgs, runs_dir=None, rerun: str | None = None) -> list[Job]:
+    "The runs `cfgs` need computed, each once and parents included: distinct parents first, then plain runs, then children."
+    need, jobs = {}, {}
+    def visit(cfg) -> bool:                                # whether `cfg`'s run is (re)computed in this batch
+        path = str(run_dir(cfg, runs_dir))
+        if path in need: return need[path]
+        par = cfg.get("parent")
+        pnew = visit(par) if par else False                # a recomputed parent recomputes its children
+        p = Path(path)
+        need[path] = n = pnew or not is_finished(p) or rerun == "all" or (rerun == "stale" and _stale_dir(p))
+        if n:
+            pp = str(run_dir(par, runs_dir)) if pnew else None
+            jobs[path] = Job(cfg, path, pp, rerun if (rerun == "stale" or not par) else None,
+                             depth=jobs[pp].depth + 1 if pp else 0)
+            if pp: jobs[pp].has_children = True
+        return n
+    for c in cfgs: visit(c)
+    first = {p: i for i, p in enumerate(jobs)}
+    return sorted(jobs.values(), key=lambda j: (j.depth, not j.has_children, first[j.path]))
+
+# %% ../nbs/06_experiments.ipynb #dbe0dc6a
+_ANSWER = "@ltnb-job "
+
+def job_worker(runs_dir, device: str = "auto", lock_timeout: float | None = None, imports=()) -> None:
+    "A `run_many` worker process: one task per stdin line ({'config': JSON file, 'path', 'rerun'}), one answer line each."
+    import importlib
+    from ltnb.data import get_dataset
+    for m in imports: importlib.import_module(m)           # modules that registered the methods / models / datasets used
+    answers = os.fdopen(os.dup(1), "w")                    # answers only: fd 1 becomes stderr
+    os.dup2(2, 1)
+    loaded = {}
+    for line in sys.stdin:
+        task = json.loads(line); ans = dict(path=task["path"])
+        try:
+            cfg = json.loads(Path(task["config"]).read_text())
+            if str(run_dir(cfg, runs_dir)) != task["path"]: raise RuntimeError(f"the config changed on its way to the worker: {run_dir(cfg, runs_dir)}")
+            data = None
+            if not _all_finished(cfg, runs_dir):
+                k = _data_key(cfg)
+                if k not in loaded: loaded[k] = get_dataset(cfg["dataset"], **cfg["data"])
+                data = loaded[k]
+            with warnings.catch_warnings(record=True) as caught:
+                r = run(cfg, runs_dir, data=data, device=device, rerun=task["rerun"], lock_timeout=lock_timeout)
+            ans.update(ok=True, cached=r.from_cache, warnings=[f"{w.category.__name__}: {w.message}" for w in caught])
+        except Exception as e:
+            ans.update(ok=False, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(), user_error=isinstance(e, _user_errors()))
+        answers.write(_ANSWER + to_json(ans) + "\n"); answers.flush()
+
+def _job_imports(plan) -> list[str]:
+    "Modules outside ltnb that registered the methods, models and datasets of `plan` (the workers import them)."
+    from ltnb.losses import METHODS, WRAPPERS, split_method_name
+    from ltnb.models import MODELS
+    from ltnb.data import DATASETS
+    mods = set()
+    for j in plan:
+        c = j.cfg; base, wname, _ = split_method_name(c["method_name"])
+        used = [(f"method {base!r}", METHODS[base]), (f"model {c['model']['name']!r}", MODELS[c["model"]["name"]]),
+                (f"dataset {c['dataset']!r}", DATASETS[c["dataset"]])] + ([(f"method wrapper {wname!r}", WRAPPERS[wname])] if wname else [])
+        for what, obj in used:
+            m = getattr(obj, "__module__", None) or "__main__"
+            if m == "ltnb" or m.startswith("ltnb."): continue
+            if m == "__main__" or not getattr(sys.modules.get(m), "__file__", None):
+                raise ValueError(f"{what} is defined in this session ({m}), which worker processes cannot import: "
+                                 "put it in a module (workers import it), or use jobs=1")
+            mods.add(m)
+    return sorted(mods)
+
+# %% ../nbs/06_experiments.ipynb #ffd9bbb3
+def _log_tail(path: Path, n: int = 3000) -> str:
+    try: return Path(path).read_bytes()[-n:].decode(errors="replace")
+    except OSError: return ""
+
+def _job_pool(plan: list, runs_dir: Path, jobs: int, device: str, devices, threads: int, lock_timeout, imports, progress) -> set:
+    "Compute `plan` in `jobs` worker processes; returns the run directories the workers computed (not loaded)."
+    from tqdm.auto import tqdm
+    from types import SimpleNamespace
+    tmp = Path(tempfile.mkdtemp(prefix="ltnb-jobs-"))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}   # the modules this process sees
+    env.pop("LTNB_TRAIN_LOCK", None)                       # the batch holds the training slot for its workers
+    cmd = [sys.executable, "-c", "from ltnb.experiments import main; main()", "--worker", "--runs-dir", str(runs_dir),
+           "--device", device, *(["--lock-timeout", str(lock_timeout)] if lock_timeout is not None else []),
+           *itertools.chain.from_iterable(("--import", m) for m in imports)]
+    for i, j in enumerate(plan):
+        j.file = tmp / f"run{i}.json"; j.file.write_text(json.dumps(j.cfg, default=str))
+    sel, workers, computed, done = selectors.DefaultSelector(), [], set(), set()
+    bar = tqdm(total=len(plan), desc=f"runs ({jobs} workers)", disable=not progress)
+    def failed(w, what: str, tb: str = "", user=False):
+        j = w.job
+        name = _run_name(j.cfg, runs_dir) if j else "no run (it was idle)"
+        return JobFailed(f"run {name}: {what}" if user else f"run {name} failed in worker {w.k} (pid {w.proc.pid}): {what}" +
+                         (f"\n--- the worker's traceback ---\n{tb}" if tb else ""), j.cfg if j else None, tb, user)
+    try:
+        for k in range(min(jobs, len(plan))):
+            e = dict(env, **({"CUDA_VISIBLE_DEVICES": devices[k % len(devices)]} if devices else {}))
+            log = tmp / f"worker{k}.log"
+            with open(log, "wb") as lf:
+                proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=lf, env=e)
+            w = SimpleNamespace(k=k, proc=proc, log=log, buf=b"", job=None)
+            sel.register(proc.stdout, selectors.EVENT_READ, w); workers.append(w)
+        pending = list(plan)
+        while pending or any(w.job for w in workers):
+            for w in workers:                              # hand out runs whose parent is finished, in plan order
+                if w.job is not None: continue
+                j = next((j for j in pending if j.parent is None or j.parent in done), None)
+                if j is None: break
+                pending.remove(j); w.job = j
+                try: w.proc.stdin.write((to_json(dict(config=str(j.file), path=j.path, rerun=j.rerun)) + "\n").encode()); w.proc.stdin.flush()
+                except BrokenPipeError: pass               # it died: its pipe's end of file says so below
+            if not any(w.job for w in workers): raise RuntimeError(f"run_many: {len(pending)} runs wait for parents not in the plan")
+            for key, _ in sel.select():
+                w = key.data
+                chunk = os.read(w.proc.stdout.fileno(), 1 << 16)
+                if not chunk:                              # the worker exited: it died
+                    code = w.proc.wait()
+                    raise failed(w, f"the worker exited with status {code}" + (" (killed: out of memory?)" if code in (-9, 137) else "") +
+                                 f"\n--- the end of its log ({w.log.name}) ---\n{_log_tail(w.log)}")
+                w.buf += chunk
+                while b"\n" in w.buf:
+                    line, w.buf = w.buf.split(b"\n", 1)
+                    if not line.startswith(_ANSWER.encode()): continue
+                    ans = json.loads(line[len(_ANSWER):])
+                    if not ans["ok"]: raise failed(w, ans["error"], "" if ans["user_error"] else ans["traceback"], ans["user_error"])
+                    j, w.job = w.job, None
+                    done.add(j.path); bar.update()
+                    if not ans["cached"]: computed.add(j.path)
+                    for msg in ans["warnings"]: warnings.warn(f"{_run_name(j.cfg, runs_dir)}: {msg}")
+        return computed
+    except BaseException:
+        for w in workers:
+            if w.proc.poll() is None: w.proc.terminate()   # an interrupted run resumes from its checkpoint next time
+        raise
+    finally:
+        bar.close()
+        for w in workers:
+            with contextlib.suppress(OSError): w.proc.stdin.close()   # end of input: an idle worker exits
+        for w in workers:
+            try: w.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired: w.proc.kill(); w.proc.wait()
+            w.proc.stdout.close()
+        sel.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/06_experiments.ipynb #276b8c24
 def param_list(value, cast=None) -> list | None:
@@ -730,8 +957,8 @@ def _cli(prog: str, fn, argv=None) -> int:
     debug = "--debug" in argv
     if debug: argv.remove("--debug")
     try: fn(argv)
-    except _user_errors() as e:
-        if debug: raise
+    except Exception as e:
+        if debug or not (isinstance(e, _user_errors()) or getattr(e, "user_error", False)): raise   # JobFailed: as its run's error
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"{prog}: error: {msg}", file=sys.stderr)
         raise SystemExit(2)
@@ -767,6 +994,7 @@ def run_cli(argv=None) -> list[dict]:
                                 epilog="examples:\n  ltnb-run --dataset fmnist_lt --method ce crt bsce+ikl --budget cpu --seeds 0 1 2\n"
                                        "  ltnb-run --dataset cifar100_lt --method ldam_drw --budget paper --device cuda --set train.batch_size=128\n"
                                        "  ltnb-run --list --dataset fmnist_lt\n"
+                                       "  ltnb-run --dataset digits_lt --method ce crt tau_norm --seeds 0 1 2 --jobs 2   # 2 worker processes\n"
                                        "A bad input ends with one message and exit status 2 (--debug: the traceback).",
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", help="a registered dataset (ltnb.data.DATASETS)")
@@ -782,9 +1010,14 @@ def run_cli(argv=None) -> list[dict]:
     p.add_argument("--list", action="store_true", help="list the cached runs (filtered by --dataset/--method/--budget/--seeds) and exit")
     p.add_argument("--lock-timeout", type=float, default=None, metavar="S",
                    help="seconds to wait for another process computing the same run (default: wait until it ends)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N", help="compute the runs in N worker processes at once (default 1: here, one by one)")
+    p.add_argument("--devices", nargs="+", default=None, metavar="GPU", help="with --jobs: spread the workers over these GPU ids")
     p.add_argument("--progress", action="store_true", help="progress bars")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)                # a run_many worker (job_worker)
+    p.add_argument("--import", dest="imports", action="append", default=[], help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.worker: job_worker(a.runs_dir, a.device, a.lock_timeout, a.imports); return []
     if a.list:
         a.dataset, a.status = ([a.dataset] if a.dataset else None), None
         a.method = a.method if argv and "--method" in argv else None
@@ -799,19 +1032,25 @@ def run_cli(argv=None) -> list[dict]:
         if "=" not in kv: p.error(f"--set expects KEY=VALUE, got {kv!r}")
         k, v = kv.split("=", 1); overrides[k] = _parse_value(v)
     from ltnb.data import get_dataset
-    data, out = None, []
+    todo = []
     for m in a.method:
         if not method_available(m):
             wr = "; ".join(f"<method>+{w} with options {', '.join(getattr(WRAPPERS[w], 'options', {}))}" for w in WRAPPERS.names())
             p.error(f"unknown method {m!r}. Valid methods: {', '.join(METHODS.names())}. Composite names: {wr}")
-        for s in a.seeds:
-            cfg = run_config(a.dataset, m, a.budget, s, from_parent=not a.one_run, **overrides)
+        todo += [(m, s, run_config(a.dataset, m, a.budget, s, from_parent=not a.one_run, **overrides)) for s in a.seeds]
+    if a.jobs != 1 or a.devices:                           # computed by workers, then loaded here
+        done = iter(run_many([c for *_, c in todo], a.runs_dir, jobs=a.jobs, device=a.device, devices=a.devices,
+                             progress=a.progress, rerun=a.rerun, lock_timeout=a.lock_timeout, download=a.download))
+    data, out = None, []
+    for m, s, cfg in todo:
+        if a.jobs != 1 or a.devices: r = next(done)
+        else:                                              # one by one, each printed when it is done
             if data is None and not _all_finished(cfg, a.runs_dir):
                 data = get_dataset(a.dataset, **cfg["data"], **({"download": True} if a.download else {}))
             r = run(cfg, a.runs_dir, data=data, device=a.device, progress=a.progress, rerun=a.rerun, lock_timeout=a.lock_timeout)
-            rec = dict(method=m, seed=s, run=str(r.path), cached=r.from_cache, parent=(r.provenance.get("parent") or {}).get("path"),
-                       last=_brief(r.last), best=_brief(r.best))
-            print(to_json(rec)); out.append(rec)
+        rec = dict(method=m, seed=s, run=str(r.path), cached=r.from_cache, parent=(r.provenance.get("parent") or {}).get("path"),
+                   last=_brief(r.last), best=_brief(r.best))
+        print(to_json(rec)); out.append(rec)
     return out
 
 def _brief(m: dict) -> dict:

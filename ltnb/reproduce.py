@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from .core import Registry
 from .tables import load_paper_table, side_by_side, summarise_seeds
-from .experiments import (run_rows, row_frame, with_all_rows, row_spec, describe_row, method_available,
+from .experiments import (run_rows, row_configs, run_many, row_frame, with_all_rows, row_spec, describe_row, method_available,
                               param_list, param_dict, figures_dir, plot_shot_groups, plot_per_class, METRICS)
 
 # %% auto #0
@@ -227,18 +227,21 @@ class Reproduction:
 
 def reproduce(table: str, dataset: str = "digits_lt", budget: str = "smoke", seeds=(0,), methods=None,
               device: str = "auto", runs_dir=None, sweep=None, extra_rows=None, overrides=None, method_kw=None,
-              rerun: str | None = None, download: bool = False, save: bool = True, progress: bool = False) -> Reproduction:
-    "Run or load every row of paper table `table` on `dataset` at `budget` for `seeds`; save its table and figure."
+              rerun: str | None = None, download: bool = False, save: bool = True, progress: bool = False,
+              jobs: int = 1, devices=None) -> Reproduction:
+    """Run or load every row of paper table `table` on `dataset` at `budget` for `seeds`; save its table and figure.
+    `jobs` > 1: the unfinished runs of every setting are computed by that many worker processes (`run_many`)."""
     spec = TABLES[table]
     seeds = param_list(seeds, int) or [0]
     rows = table_rows(spec, param_list(methods), param_dict(extra_rows))
-    sets, runs = settings(spec, sweep), []
-    for s in sets:
+    sets, todo = settings(spec, sweep), []
+    for s in sets:                                         # every config of every setting, checked before a run starts
         if not s.available: continue
-        rs, _ = run_rows(rows, dataset, budget, seeds, runs_dir=runs_dir, device=device, method_kw=param_dict(method_kw),
-                         progress=progress, rerun=rerun, download=download, **{**param_dict(overrides), **s.overrides})
-        for r in rs: r.setting = s.label
-        runs += rs
+        pairs, _ = row_configs(rows, dataset, budget, seeds, param_dict(method_kw), **{**param_dict(overrides), **s.overrides})
+        todo += [(label, s.label, cfg) for label, cfg in pairs]
+    runs = run_many([c for *_, c in todo], runs_dir, jobs=int(jobs), device=device, devices=param_list(devices),
+                    progress=progress, rerun=rerun, download=download)
+    for r, (label, setting, _) in zip(runs, todo): r.label, r.setting = label, setting
     try: paper = load_paper_table(spec.paper_table or spec.name)
     except KeyError: paper = pd.DataFrame(columns=["method"])
     rep = Reproduction(spec, dataset, budget, seeds, rows, sets, runs, paper)

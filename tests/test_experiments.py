@@ -55,3 +55,17 @@ def test_console_scripts_exit_zero(tmp_path):
         p = subprocess.run([path, *args], capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert p.returncode == 0, (exe, p.stderr[-2000:])
         assert json.loads(p.stdout.splitlines()[-1])
+
+
+def test_cli_jobs_computes_in_workers_then_prints_every_run(tmp_path):
+    "`ltnb-run --jobs 2`: two worker processes; the parent CE run serves cRT; a failing run is named."
+    args = ["--dataset", "digits_lt", "--method", "ce", "crt", "bsce", "--runs-dir", str(tmp_path), "--device", "cpu", "--jobs", "2"]
+    p = _cli(*args, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    recs = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+    assert [r["method"] for r in recs] == ["ce", "crt", "bsce"] and not any(r["cached"] for r in recs)
+    assert recs[1]["parent"] == recs[0]["run"]
+    assert len([d for d in (tmp_path / "digits_lt" / "ce").iterdir() if not d.name.startswith(".")]) == 1   # CE trained once
+    (tmp_path / "digits_lt" / "lws").write_text("not a folder")                  # a run that cannot take its lock
+    p3 = _cli("--dataset", "digits_lt", "--method", "lws", "--runs-dir", str(tmp_path), "--device", "cpu", "--jobs", "2", cwd=tmp_path)
+    assert p3.returncode != 0 and "run lws seed 0 on digits_lt" in p3.stderr, p3.stderr[-3000:]
