@@ -39,7 +39,9 @@ if [ "$DEV" = cuda ]; then
   python3 bench/ikl_memory.py --stores host device --dtypes float32 bfloat16 --cap-gb 32 --batches 16 --out "$RAW/ikl_memory_gpu.csv" 2>&1 | tee "$RAW/memory.txt" || status=1
 fi
 step "4. many runs at once"
-if [ -f bench/jobs_wall.py ]; then python3 bench/jobs_wall.py --device "$DEV" 2>&1 | tee "$RAW/jobs.txt" || status=1; fi
+if [ "$DEV" = cuda ]; then   # several small runs on one GPU (device "auto" = cuda there)
+  python3 bench/jobs_wall.py --table ikl_table7 --dataset digits_lt --budget cpu --seeds 0 1 --jobs 1 2 4 8 --out "$RAW/jobs_wall_gpu.csv" 2>&1 | tee "$RAW/jobs.txt" || status=1
+fi
 step "done (status $status)"
 tar czf "$OUT/gpu_check.tgz" -C "$RAW" . && rm -rf "$RAW"      # one file back (the device tool returns at most 8)
 exit $status
