@@ -281,32 +281,15 @@ def distributed_config(dataset: str, method: str = "ce", budget: str = "smoke", 
     lr = scaled_lr(cfg["train"]["lr"], B, B0, lr_rule)
     return run_config(dataset, method, budget, seed, from_parent=from_parent, **{**overrides, "train.lr": lr})
 
-def _cached(cfg, path, parent, rerun):
-    "The finished run at `path`, or None when it must be (re)computed: the rules of `ltnb.experiments.run`."
-    import shutil
-    from ltnb.experiments import is_finished, set_aside, Run, DamagedRun, MANIFEST
-    if not is_finished(path) and (path / "metrics.json").exists():
-        set_aside(path, f"run {path} has results but no {MANIFEST} (an interrupted finish, or made by ltnb < 0.2)")
-    if not is_finished(path): return None
-    try: r = Run.load(path)
-    except DamagedRun as e: set_aside(path, str(e)); return None
-    moved = parent is not None and (r.provenance.get("parent") or {}).get("run_id") != parent.provenance.get("run_id")
-    if not (rerun == "all" or (rerun == "stale" and r.stale) or moved): return r
-    shutil.rmtree(path); return None
-
 def _follow(cfg, data, device):
-    "A non-zero rank's part of training `cfg`: the Trainer `ltnb.experiments._train` builds, without a checkpoint folder."
-    from ltnb.experiments import build
-    from ltnb.engine import Trainer, TrainConfig
-    data, model, method = build(cfg, data)
-    known = {f.name for f in fields(TrainConfig)}
-    tc = TrainConfig(**{k: v for k, v in cfg["train"].items() if k in known}, device=device, progress=False)
-    Trainer(model, method, data, tc, ckpt_dir=None, first_stage=method.parent_stages if cfg.get("parent") else 0).fit()
+    "A non-zero rank's part of training `cfg`: `ltnb.experiments.make_trainer`'s Trainer, without a checkpoint folder (rank 0 broadcasts)."
+    from ltnb.experiments import make_trainer
+    make_trainer(cfg, data, device, progress=False, parent=None, ckpt_dir=None).fit()
 
 def train_distributed(cfg: dict, runs_dir=None, data=None, device: str = "cpu", progress: bool = False,
                       rerun: str | None = None):
     "Run `cfg` and its parents on every rank of the process group; returns the `Run` on rank 0, None elsewhere."
-    from ltnb.experiments import run_dir, run_lock, training_slot, _train, _run_posthoc
+    from ltnb.experiments import run_dir, run_lock, training_slot, _train, _run_posthoc, cached_run
     from ltnb.losses import method_class
     from ltnb.config import validate_config
     validate_config(cfg)
@@ -319,7 +302,7 @@ def train_distributed(cfg: dict, runs_dir=None, data=None, device: str = "cpu", 
             continue
         path = run_dir(c, runs_dir)
         with run_lock(path):
-            r = _cached(c, path, parent, rerun)
+            r = cached_run(c, path, parent, rerun)
             posthoc = parent is not None and method_class(c["method_name"]).posthoc
             ctx.broadcast_object(r is None and not posthoc)        # True: every rank trains this run now
             if r is None and posthoc: r = _run_posthoc(c, path, parent)

@@ -16,10 +16,10 @@ from .tables import load_paper_table, list_paper_tables, side_by_side, summarise
 __all__ = ['BUDGETS', 'MANIFEST', 'RERUN', 'METRICS', 'recipe', 'method_values', 'project_root', 'default_runs_dir',
            'figures_dir', 'run_config', 'config_hash', 'run_dir', 'provenance', 'to_json', 'Run', 'is_finished',
            'DamagedRun', 'write_manifest', 'verify_run', 'set_aside', 'build', 'RunLocked', 'run_lock', 'run',
-           'training_slot', 'runs_frame', 'row_frame', 'method_available', 'row_spec', 'describe_row', 'with_all_rows',
-           'row_overrides', 'method_overrides', 'row_configs', 'run_rows', 'JobFailed', 'run_many', 'Job', 'job_plan',
-           'job_worker', 'param_list', 'param_dict', 'plot_shot_groups', 'plot_per_class', 'bench_main', 'run_bench',
-           'list_runs', 'main', 'runs_main', 'run_cli']
+           'cached_run', 'training_slot', 'make_trainer', 'runs_frame', 'row_frame', 'method_available', 'row_spec',
+           'describe_row', 'with_all_rows', 'row_overrides', 'method_overrides', 'row_configs', 'run_rows', 'JobFailed',
+           'run_many', 'Job', 'job_plan', 'job_worker', 'param_list', 'param_dict', 'plot_shot_groups',
+           'plot_per_class', 'bench_main', 'run_bench', 'list_runs', 'main', 'runs_main', 'run_cli']
 
 # %% ../nbs/06_experiments.ipynb #f622fadf
 _PAPER = {
@@ -204,6 +204,11 @@ def _git_commit() -> str | None:
         return (out.stdout.strip() + ("+dirty" if dirty else "")) or None
     except Exception: return None
 
+def _world_size() -> int:
+    "Processes that trained the run together (torchrun), 1 otherwise."
+    d = torch.distributed
+    return d.get_world_size() if d.is_available() and d.is_initialized() else 1
+
 def provenance(cfg: dict, device: str, wall_time: float, parent: "Run | None" = None, data=None) -> dict:
     "How a run was made: config, seed, git commit, package versions, device, wall time, the parent run, the data's shape."
     import torchvision, sklearn, ltnb
@@ -217,6 +222,7 @@ def provenance(cfg: dict, device: str, wall_time: float, parent: "Run | None" = 
                 versions=dict(ltnb=ltnb.__version__, torch=torch.__version__, torchvision=torchvision.__version__,
                               numpy=np.__version__, sklearn=sklearn.__version__, python=platform.python_version()),
                 device=dev, host=platform.node(), cpu_threads=torch.get_num_threads(), wall_time_s=round(wall_time, 3),
+                world_size=_world_size(),
                 finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
 
 def _atomic_write(path: Path, write):
@@ -439,17 +445,23 @@ def run(cfg: dict, runs_dir=None, data=None, device: str = "auto", progress: boo
         if not parent.complete: return Run(run_dir(cfg, runs_dir), cfg, {}, [], {}, complete=False)
     path = run_dir(cfg, runs_dir)
     with run_lock(path, lock_timeout):            # a second process on this config waits here, then loads the result
-        if not is_finished(path) and (path / "metrics.json").exists():
-            set_aside(path, f"run {path} has results but no {MANIFEST} (an interrupted finish, or made by ltnb < 0.2)")
-        if is_finished(path):
-            try: r = Run.load(path)
-            except DamagedRun as e: set_aside(path, str(e)); r = None
-            if r is not None:
-                moved = parent is not None and (r.provenance.get("parent") or {}).get("run_id") != parent.provenance.get("run_id")
-                if not (rerun == "all" or (rerun == "stale" and r.stale) or moved): return r
-                shutil.rmtree(path)               # recomputed: asked for, or its parent was recomputed since
+        r = cached_run(cfg, path, parent, rerun)
+        if r is not None: return r
         if parent is not None and method_class(cfg["method_name"]).posthoc: return _run_posthoc(cfg, path, parent)
         with training_slot(): return _train(cfg, path, parent, data, device, progress, stop_after)
+
+def cached_run(cfg: dict, path, parent=None, rerun: str | None = None):
+    "The finished run at `path`, or None when it must be (re)computed; call it holding the run's lock (`run_lock`)."
+    path = Path(path)
+    if not is_finished(path) and (path / "metrics.json").exists():
+        set_aside(path, f"run {path} has results but no {MANIFEST} (an interrupted finish, or made by ltnb < 0.2)")
+    if not is_finished(path): return None
+    try: r = Run.load(path)
+    except DamagedRun as e: set_aside(path, str(e)); return None
+    moved = parent is not None and (r.provenance.get("parent") or {}).get("run_id") != parent.provenance.get("run_id")
+    if not (rerun == "all" or (rerun == "stale" and r.stale) or moved): return r
+    shutil.rmtree(path)                           # recomputed: asked for, or its parent was recomputed since
+    return None
 
 @contextlib.contextmanager
 def training_slot():
@@ -463,15 +475,10 @@ def training_slot():
 
 def _train(cfg, path, parent, data, device, progress, stop_after) -> Run:
     "Train the stages of `cfg` not covered by `parent` and write the run directory."
-    from ltnb.engine import Trainer, TrainConfig
     from ltnb.metrics import predict
-    data, model, method = build(cfg, data)
-    known = {f.name for f in fields(TrainConfig)}
-    tc = TrainConfig(**{k: v for k, v in cfg["train"].items() if k in known}, device=device, progress=progress)
-    init = None if parent is None else dict(model=parent.state_dict(), method=parent.method_state_dict())
     t0 = time.time()
-    trainer = Trainer(model, method, data, tc, ckpt_dir=path / "ckpt", first_stage=method.parent_stages if parent else 0,
-                      init_state=init)               # checks the device: nothing is written before the inputs are valid
+    trainer = make_trainer(cfg, data, device, progress, parent, ckpt_dir=path / "ckpt")   # checks the device: nothing is written before the inputs are valid
+    data, model, method, tc = trainer.data, trainer.model, trainer.method, trainer.cfg
     path.mkdir(parents=True, exist_ok=True)
     _dump_json(path / "config.json", cfg)
     res = trainer.fit(max_epochs_this_call=stop_after)
@@ -492,6 +499,16 @@ def _train(cfg, path, parent, data, device, progress, stop_after) -> Run:
     shutil.rmtree(path / "ckpt", ignore_errors=True)
     r = Run.load(path); r.from_cache = False
     return r
+
+def make_trainer(cfg: dict, data=None, device: str = "auto", progress: bool = False, parent=None, ckpt_dir=None):
+    "The Trainer of `cfg`: its data, model and method built, the stages a parent covers skipped, the parent's weights loaded."
+    from ltnb.engine import Trainer, TrainConfig
+    data, model, method = build(cfg, data)
+    known = {f.name for f in fields(TrainConfig)}
+    tc = TrainConfig(**{k: v for k, v in cfg["train"].items() if k in known}, device=device, progress=progress)
+    init = None if parent is None else dict(model=parent.state_dict(), method=parent.method_state_dict())
+    return Trainer(model, method, data, tc, ckpt_dir=ckpt_dir, first_stage=method.parent_stages if cfg.get("parent") else 0,
+                   init_state=init)
 
 def _run_posthoc(cfg, path, parent: Run) -> Run:
     "A post-hoc method on `parent`'s saved outputs: new logits per split, metrics, cached as a derived run (seconds)."
