@@ -4,14 +4,14 @@
 
 # %% ../nbs/13_ikl_figures.ipynb #42e2c565
 from __future__ import annotations
-import contextlib, fcntl, json
+import contextlib, json
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
 from .losses import register_wrapper
-from .ikl import IKL
+from .ikl import IKL, _flock   # the lock helper of IKL's own timing runs
 from .reproduce import declare_table
 from .sampling import shot_groups
 from .experiments import (run_config, run, run_dir, is_finished, row_spec, figures_dir, param_list, METRICS)
@@ -138,15 +138,6 @@ def grad_log_frame(source, counts=None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 # %% ../nbs/13_ikl_figures.ipynb #749b4a3a
-@contextlib.contextmanager
-def _held(lock):
-    "Hold the flock on file `lock` (None: no lock)."
-    if lock is None: yield; return
-    with open(lock, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try: yield
-        finally: fcntl.flock(f, fcntl.LOCK_UN)
-
 def run_spec_rows(rows, dataset: str, budget: str, seeds, runs_dir=None, device: str = "auto", rerun=None,
                   download: bool = False, lock=None, **overrides) -> list:
     "Run (or load) every distinct method spec of `rows` [(panel, label, spec, x)] for every seed; returns [(row, seed, Run)]."
@@ -160,7 +151,7 @@ def run_spec_rows(rows, dataset: str, budget: str, seeds, runs_dir=None, device:
                 cfg = run_config(dataset, name, budget, s, method_kw=kw or None, **overrides)
                 cached = rerun is None and is_finished(run_dir(cfg, runs_dir)) and (cfg.get("parent") is None or is_finished(run_dir(cfg["parent"], runs_dir)))
                 if data is None and not cached: data = get_dataset(dataset, **cfg["data"], **({"download": True} if download else {}))
-                with (contextlib.nullcontext() if cached else _held(lock)):
+                with (contextlib.nullcontext() if cached else _flock(lock)):
                     done[key] = run(cfg, runs_dir, data=data, device=device, rerun=rerun)
             out.append((row, s, done[key]))
     return out
