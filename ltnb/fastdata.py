@@ -55,12 +55,15 @@ class CutoutB:
 
 class NormalizeB:
     "uint8 -> float in [0, 1] (`to_float`), then (x - mean) / std per channel, on the batch's device."
-    def __init__(self, mean=None, std=None, to_float: bool = False): self.mean, self.std, self.to_float = mean, std, to_float
+    def __init__(self, mean=None, std=None, to_float: bool = False):
+        self.mean, self.std, self.to_float, self._consts = mean, std, to_float, {}
     def __call__(self, x):
         if self.to_float: x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
         if self.mean is not None:
-            m = torch.as_tensor(self.mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-            s = torch.as_tensor(self.std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+            key = (x.device, x.dtype)                      # built once per device, not per batch
+            if key not in self._consts:
+                self._consts[key] = tuple(torch.as_tensor(v, dtype=x.dtype, device=x.device).view(1, -1, 1, 1) for v in (self.mean, self.std))
+            m, s = self._consts[key]
             x = (x - m) / s
         return x
     def __repr__(self): return f"NormalizeB(mean={self.mean}, std={self.std}, to_float={self.to_float})"
@@ -89,6 +92,14 @@ def _fill(fill, channels):
     if fill is None: return None
     return [float(fill)] * channels if isinstance(fill, (int, float)) else [float(f) for f in fill]
 
+_SPACES = {}
+def _space(t, bins: int, H: int, W: int) -> dict:
+    "torchvision's op table of AutoAugment / RandAugment `t` for (H, W) as Python floats (None: no magnitude), built once."
+    key = (type(t).__name__, bins, H, W)
+    if key not in _SPACES:
+        _SPACES[key] = {op: (m.tolist() if m.ndim > 0 else None, signed) for op, (m, signed) in t._augmentation_space(bins, (H, W)).items()}
+    return _SPACES[key]
+
 class AutoAugmentB:
     "Batched `torchvision.transforms.AutoAugment(policy)` with an independent sub-policy, coin flips and signs per sample."
     def __init__(self, aa: T.AutoAugment):
@@ -96,21 +107,22 @@ class AutoAugmentB:
         self.counts = {}                                   # op name -> times applied (for the frequency check)
     def __call__(self, x):
         N, C, H, W = x.shape; dev = x.device
-        space = self.aa._augmentation_space(10, (H, W))
-        t = torch.randint(len(self.policies), (N,), device=dev)
-        probs = torch.rand(N, 2, device=dev); signs = torch.randint(2, (N, 2), device=dev)
+        space = _space(self.aa, 10, H, W)
+        t = torch.randint(len(self.policies), (N,))           # drawn on the host: grouping the batch needs no device sync
+        probs = torch.rand(N, 2); signs = torch.randint(2, (N, 2))
         x = x.clone()
         for tid in torch.unique(t).tolist():
             sel = torch.nonzero(t == tid).flatten()
             for k, (op, p, mid) in enumerate(self.policies[tid]):
                 mags, signed = space[op]
-                m = float(mags[mid].item()) if mid is not None else 0.0
+                m = mags[mid] if mid is not None else 0.0
                 for sgn in ((0, 1) if signed else (None,)):
                     hit = probs[sel, k] <= p
                     if sgn is not None: hit &= signs[sel, k] == sgn
                     rows = sel[hit]
                     if not len(rows): continue
-                    x[rows] = apply_op(x[rows], op, -m if sgn == 0 else m, self.aa.interpolation, _fill(self.aa.fill, C))
+                    r = rows.to(dev, non_blocking=True)
+                    x[r] = apply_op(x[r], op, -m if sgn == 0 else m, self.aa.interpolation, _fill(self.aa.fill, C))
                     self.counts[op] = self.counts.get(op, 0) + len(rows)
         return x
     def __repr__(self): return f"AutoAugmentB({self.aa.policy})"
@@ -120,19 +132,20 @@ class RandAugmentB:
     def __init__(self, ra: T.RandAugment): self.ra, self.counts = ra, {}
     def __call__(self, x):
         N, C, H, W = x.shape; dev = x.device; ra = self.ra
-        space = ra._augmentation_space(ra.num_magnitude_bins, (H, W)); names = list(space)
+        space = _space(ra, ra.num_magnitude_bins, H, W); names = list(space)
         x = x.clone()
         for _ in range(ra.num_ops):
-            ops = torch.randint(len(names), (N,), device=dev); signs = torch.randint(2, (N,), device=dev)
+            ops = torch.randint(len(names), (N,)); signs = torch.randint(2, (N,))   # on the host, as in AutoAugmentB
             for oid in torch.unique(ops).tolist():
                 mags, signed = space[names[oid]]
-                m = float(mags[ra.magnitude].item()) if mags.ndim > 0 else 0.0
+                m = mags[ra.magnitude] if mags is not None else 0.0
                 for sgn in ((0, 1) if signed else (None,)):
                     hit = ops == oid
                     if sgn is not None: hit &= signs == sgn
                     rows = torch.nonzero(hit).flatten()
                     if not len(rows): continue
-                    x[rows] = apply_op(x[rows], names[oid], -m if sgn == 0 else m, ra.interpolation, _fill(ra.fill, C))
+                    r = rows.to(dev, non_blocking=True)
+                    x[r] = apply_op(x[r], names[oid], -m if sgn == 0 else m, ra.interpolation, _fill(ra.fill, C))
                     self.counts[names[oid]] = self.counts.get(names[oid], 0) + len(rows)
         return x
     def __repr__(self): return f"RandAugmentB({self.ra.num_ops}, {self.ra.magnitude})"
