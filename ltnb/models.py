@@ -14,12 +14,13 @@ import torchvision
 from .core import Registry
 
 # %% auto #0
-__all__ = ['MODELS', 'register_model', 'CLASSIFIERS', 'create_model', 'count_parameters', 'NormedLinear', 'classifier_weight',
-           'make_classifier', 'LTModel', 'ShortcutA', 'CifarBasicBlock', 'cifar_stage', 'ldam_init', 'CifarResNet',
-           'resnet32', 'SmallCNN', 'cnn8', 'cnn28', 'load_state_dict_file', 'load_backbone_weights', 'TorchvisionNet',
-           'resnet50', 'resnext50_32x4d', 'resnet152', 'MultiExpertModel', 'MultiExpertResNet32',
-           'multi_expert_resnet32', 'MultiExpertTorchvisionNet', 'multi_expert_resnet50',
-           'multi_expert_resnext50_32x4d']
+__all__ = ['MODELS', 'register_model', 'CLASSIFIERS', 'MULTI_EXPERT_MODELS', 'create_model', 'count_parameters', 'NormedLinear',
+           'classifier_weight', 'make_classifier', 'LTModel', 'ShortcutA', 'CifarBasicBlock', 'cifar_stage',
+           'ldam_init', 'CifarResNet', 'resnet32', 'SmallCNN', 'cnn8', 'cnn28', 'load_state_dict_file',
+           'load_backbone_weights', 'TorchvisionNet', 'resnet50', 'resnext50_32x4d', 'resnet152', 'MultiExpertModel',
+           'MultiExpertResNet32', 'multi_expert_resnet32', 'MultiExpertTorchvisionNet', 'multi_expert_resnet50',
+           'multi_expert_resnext50_32x4d', 'MultiExpertCNN', 'multi_expert_cnn8', 'multi_expert_cnn28',
+           'multi_expert_model']
 
 # %% ../nbs/02_models.ipynb #7b0ed277
 MODELS = Registry("model")
@@ -430,3 +431,54 @@ def multi_expert_resnet50(num_classes: int, in_chans: int = 3, **kw) -> MultiExp
 def multi_expert_resnext50_32x4d(num_classes: int, in_chans: int = 3, **kw) -> MultiExpertTorchvisionNet:
     "ResNeXt-50 32x4d multi-expert trunk (RIDE/SADE ImageNet-LT); kw as MultiExpertTorchvisionNet."
     return MultiExpertTorchvisionNet("resnext50_32x4d", num_classes, in_chans, **kw)
+
+# %% ../nbs/02_models.ipynb #a1732f97
+def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list:
+    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+class MultiExpertCNN(MultiExpertModel):
+    "Small multi-expert CNN: stem + stage 1 shared; stages 2 and 3 (stride 2 each) per expert; cosine heads."
+    def __init__(self, num_classes: int, in_chans: int = 1, num_experts: int = 3, reduce_dimension: bool = False,
+                 widths=(16, 32, 64), classifier: str = "cosine", scale: float = 30.0, bias: bool = True):
+        super().__init__()
+        w = [int(c) for c in widths]
+        if len(w) != 3: raise ValueError(f"widths: three stage widths, got {widths}")
+        if num_experts < 1: raise ValueError("num_experts must be >= 1")
+        if reduce_dimension: w = [w[0]] + [c * 3 // 4 for c in w[1:]]
+        self.num_experts, self.shared_stages, self.widths = num_experts, 1, tuple(w)
+        self.stem = nn.Sequential(*_conv_bn_relu(in_chans, w[0]))
+        self.layer1 = nn.Sequential(*_conv_bn_relu(w[0], w[0]))
+        self.layer2s = nn.ModuleList([nn.Sequential(*_conv_bn_relu(w[0], w[1], 2), *_conv_bn_relu(w[1], w[1]))
+                                      for _ in range(num_experts)])
+        self.layer3s = nn.ModuleList([nn.Sequential(*_conv_bn_relu(w[1], w[2], 2), *_conv_bn_relu(w[2], w[2]))
+                                      for _ in range(num_experts)])
+        self.shared_names, self.expert_names = ["layer1"], ["layer2s", "layer3s"]
+        self._init_head(num_classes, w[2], classifier, scale, bias, head_init="kaiming", num_heads=num_experts)
+        self.apply(ldam_init)
+
+    def forward_shared(self, x) -> list: return [self.layer1(self.stem(x))]
+
+@register_model("multi_expert_cnn8", input_size=(1, 8, 8))
+def multi_expert_cnn8(num_classes: int, in_chans: int = 1, num_experts: int = 3, reduce_dimension: bool = False,
+                      widths=(16, 32, 64), classifier: str = "cosine", scale: float = 30.0, bias: bool = True) -> MultiExpertCNN:
+    "Multi-expert CNN for 8x8 inputs (sklearn digits): 8 -> 8 -> 4 -> 2."
+    return MultiExpertCNN(num_classes, in_chans, num_experts, reduce_dimension, widths, classifier, scale, bias)
+
+@register_model("multi_expert_cnn28", input_size=(1, 28, 28))
+def multi_expert_cnn28(num_classes: int, in_chans: int = 1, num_experts: int = 3, reduce_dimension: bool = False,
+                       widths=(16, 32, 64), classifier: str = "cosine", scale: float = 30.0, bias: bool = True) -> MultiExpertCNN:
+    "Multi-expert CNN for 28x28 inputs (MNIST, Fashion-MNIST): 28 -> 28 -> 14 -> 7."
+    return MultiExpertCNN(num_classes, in_chans, num_experts, reduce_dimension, widths, classifier, scale, bias)
+
+MULTI_EXPERT_MODELS = {   # the multi-expert version (RIDE's layout) of each backbone a recipe names
+    "resnet32": "multi_expert_resnet32", "cnn8": "multi_expert_cnn8", "cnn28": "multi_expert_cnn28",
+    "resnet50": "multi_expert_resnet50", "resnext50_32x4d": "multi_expert_resnext50_32x4d",
+    "multi_expert_resnet32": "multi_expert_resnet32", "multi_expert_cnn8": "multi_expert_cnn8",
+    "multi_expert_cnn28": "multi_expert_cnn28", "multi_expert_resnet50": "multi_expert_resnet50",
+    "multi_expert_resnext50_32x4d": "multi_expert_resnext50_32x4d"}
+
+def multi_expert_model(backbone: str) -> str:
+    "The multi-expert version of `backbone` (an error naming the supported ones otherwise)."
+    if backbone not in MULTI_EXPERT_MODELS:
+        raise ValueError(f"no multi-expert version of {backbone!r}; supported: {', '.join(sorted(set(MULTI_EXPERT_MODELS)))}")
+    return MULTI_EXPERT_MODELS[backbone]
