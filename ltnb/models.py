@@ -432,7 +432,7 @@ def multi_expert_resnext50_32x4d(num_classes: int, in_chans: int = 3, **kw) -> M
     "ResNeXt-50 32x4d multi-expert trunk (RIDE/SADE ImageNet-LT); kw as MultiExpertTorchvisionNet."
     return MultiExpertTorchvisionNet("resnext50_32x4d", num_classes, in_chans, **kw)
 
-# %% ../nbs/02_models.ipynb #a1732f97
+# %% ../nbs/02_models.ipynb #fddaa3a7
 def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list:
     return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
