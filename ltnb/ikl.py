@@ -64,7 +64,9 @@ _PAPER_DEFAULTS = dict(
     iur_norm="batch",         # Eq. 5's normaliser: "batch" (selected rows of the batch, released code) |
                               # "dataset" (|D_CKS^{t-1}| of the whole training set, estimated per batch)
     loss_form="ikl",          # "ikl": Eq. 9 | "ltrl": L_LTR + KR + KS | "code": KS(adjusted logits) + kr_weight * KR
-    kr_weight=1.0, ks_weight=1.0,
+    kr_weight=1.0, ks_weight=1.0,  # kr_weight "auto": the base's `ltrl_code["kr_weight"]` (3 for RIDE / SADE), else 1
+    ks_experts="auto",        # multi-expert bases: "per_expert" (KS/ICL on each expert's logits, summed; released SADE+RL) |
+                              # "ensemble" (on the mean logits) | "auto": per expert when the base has `expert_adjusted_logits`
     kc=False,                 # LTRL Knowledge Correction
     kc_group="paper",         # "paper" (slide formula): correct KR+KS against LTR | "prose" (slide text): correct LTR
                               # against KR+KS | "code": correct KR against LTR+KS
@@ -83,7 +85,7 @@ _PAPER_DEFAULTS = dict(
 
 # what the released LTRL code does (shared/specs/ikl_ltrl.md section 3, items 1-9)
 _CODE = dict(loss_form="code", soft_label="code", ks_alpha=0.01, count_divide=True, unseen="zeros", median="lower",
-             centre_source="train", teacher="latest", kc=True, kc_group="code", kc_per_tensor=True, kr_weight=1.0)
+             centre_source="train", teacher="latest", kc=True, kc_group="code", kc_per_tensor=True, kr_weight="auto")
 
 _LTRL_DEFAULTS = {**_PAPER_DEFAULTS, **dict(loss_form="ltrl", soft_label="ltrl", kc=True)}
 
@@ -109,7 +111,7 @@ class IKL(Method):
     suffix = "IKL"
     def __init__(self, base: Method, options=(),
                  alpha=None, temperature=None, use_iur=None, use_icl=None, cks=None, iur_form=None, soft_label=None,
-                 ks_alpha=None, loss_form=None, kr_weight=None, ks_weight=None, kc=None, kc_group=None,
+                 ks_alpha=None, loss_form=None, kr_weight=None, ks_weight=None, ks_experts=None, kc=None, kc_group=None,
                  kc_per_tensor=None, count_divide=None, unseen=None, median=None, centre_source=None, teacher=None,
                  ks_logits=None, icl_temperature=None, iur_norm=None,
                  memory_layout=None, memory_dtype=None, memory_k=None, memory_store=None, memory_path=None,
@@ -120,11 +122,18 @@ class IKL(Method):
             if o not in self.options: raise ValueError(f"unknown {self.suffix} option {o!r}; options: {', '.join(self.options)}")
             hp.update(self.options[o])
         hp.update(given)
+        code = getattr(base, "ltrl_code", None) or {}           # what the released LTRL code does with this base
+        if hp["kr_weight"] == "auto": hp["kr_weight"] = float(code.get("kr_weight", 1.0))
         super().__init__(base.counts, **hp)
         self.base, self.hp = base, hp
         self.options_used = tuple(options)
         self._check(hp)
-        if hp["loss_form"] == "code": _adjusted_logits(base, torch.zeros(1, len(base.counts)))   # fails early for other bases
+        self._experts = hp["ks_experts"] == "per_expert" or (hp["ks_experts"] == "auto" and hasattr(base, "expert_adjusted_logits"))
+        if self._experts and not hasattr(base, "expert_adjusted_logits") and hp["ks_logits"] == "adjusted":
+            raise ValueError(f"ks_experts='per_expert' with adjusted logits needs a base with `expert_adjusted_logits` "
+                             f"(RIDE, SADE, MDCS); {base.name!r} has none")
+        self._ks_off = hp["loss_form"] == "code" and code.get("ks") == "off"   # released RIDE+RL: hard-label base loss + KR
+        if hp["loss_form"] == "code" and not self._experts: _adjusted_logits(base, torch.zeros(1, len(base.counts)))   # fails early for other bases
         self.model_kw, self.no_weight_decay = base.model_kw, base.no_weight_decay
         self.paper_name = f"{getattr(base, 'paper_name', base.name)}+{self.suffix}" + ("+KC" if hp["kc"] and self.suffix == "IKL" else "")
         self.name = f"{base.name}+{self.suffix.lower()}"
@@ -135,7 +144,7 @@ class IKL(Method):
             self.alpha_logvar = nn.Parameter(torch.zeros(2))   # s = (s_LTR, s_aux); alpha = sigmoid(s_LTR - s_aux) = 0.5
             self.no_weight_decay = tuple(self.no_weight_decay) + ("method.alpha_logvar",)
         self._ks_adjusted = hp["ks_logits"] == "adjusted" or (hp["ks_logits"] == "auto" and hp["loss_form"] == "code")
-        if self._ks_adjusted: _adjusted_logits(base, torch.zeros(1, len(base.counts)))   # fails early for other bases
+        if self._ks_adjusted and not self._experts: _adjusted_logits(base, torch.zeros(1, len(base.counts)))   # fails early for other bases
         self.alpha_trace, self._cks_frac = [], None
         C = len(base.counts)
         self.register_buffer("M", torch.zeros(C, C))            # similarity matrix of the previous epoch's centres
@@ -148,9 +157,12 @@ class IKL(Method):
         for k, ok in dict(iur_form=("kl", "mse"), soft_label=("ikl", "ikl_raw", "ltrl", "code"), loss_form=("ikl", "ltrl", "code"),
                           kc_group=("paper", "prose", "code"), unseen=("skip", "zeros"), median=("average", "lower"),
                           centre_source=("eval", "train"), teacher=("previous_epoch", "latest"),
-                          ks_logits=("auto", "raw", "adjusted"), iur_norm=("batch", "dataset")).items():
+                          ks_logits=("auto", "raw", "adjusted"), iur_norm=("batch", "dataset"),
+                          ks_experts=("auto", "ensemble", "per_expert")).items():
             if hp[k] not in ok: raise ValueError(f"{k} must be one of {ok}, got {hp[k]!r}")
         if hp["alpha"] not in ("learnable", "uncertainty"): alpha_at(hp["alpha"], 0, 1)      # validates the name / value
+        if not (isinstance(hp["kr_weight"], (int, float)) and not isinstance(hp["kr_weight"], bool)):
+            raise ValueError(f"kr_weight must be a number or 'auto', got {hp['kr_weight']!r}")
         if not float(hp["icl_temperature"]) > 0: raise ValueError(f"icl_temperature must be > 0, got {hp['icl_temperature']!r}")
         if hp["iur_norm"] == "dataset" and hp["iur_form"] != "kl":
             raise ValueError("iur_norm='dataset' is Eq. 5's normaliser of the KL form: use it with iur_form='kl'")
@@ -226,18 +238,28 @@ class IKL(Method):
         z = _adjusted_logits(self.base, logits) if self._ks_adjusted else logits
         return z / self.hp["icl_temperature"] if self.hp["icl_temperature"] != 1 else z
 
+    def _ks(self, out, target, stable=True):
+        "ICL / KS: on the ensemble logits, or summed over the experts' logits (`ks_experts`; raw or the base's adjusted)."
+        soft = self._soft(target)
+        if not self._experts: return icl_loss(self._icl_logits(out["logits"].float()), soft, stable=stable)
+        if "expert_logits" not in out: raise ValueError("ks_experts='per_expert' needs a multi-expert model (out['expert_logits'])")
+        z = (self.base.expert_adjusted_logits(out) if self._ks_adjusted else out["expert_logits"]).float()
+        if self.hp["icl_temperature"] != 1: z = z / self.hp["icl_temperature"]
+        return sum(icl_loss(ze, soft, stable=stable) for ze in z)
+
     def loss_terms(self, out, target, index, epoch, stage):
         hp = self.hp
         logits = out["logits"].float()
         terms = {}
         if hp["loss_form"] == "code":     # KS replaces the base loss; KR on top (spec items 7, 9)
-            terms["ks"] = hp["ks_weight"] * icl_loss(self._icl_logits(logits), self._soft(target), stable=False)
+            if self._ks_off: terms["ltr"] = sum(self.base.loss_terms(out, target, index, epoch, stage).values())
+            else: terms["ks"] = hp["ks_weight"] * self._ks(out, target, stable=False)
             if hp["use_iur"]: terms["kr"] = hp["kr_weight"] * self._iur(logits, target, index)
             return terms
         ltr = sum(self.base.loss_terms(out, target, index, epoch, stage).values())
         aux = {}
         if hp["use_iur"]: aux["iur"] = hp["kr_weight"] * self._iur(logits, target, index)
-        if hp["use_icl"]: aux["icl"] = hp["ks_weight"] * icl_loss(self._icl_logits(logits), self._soft(target))
+        if hp["use_icl"]: aux["icl"] = hp["ks_weight"] * self._ks(out, target)
         a = self.alpha(epoch) if hp["loss_form"] == "ikl" else None
         w_ltr, w_aux = (1 - a, a) if a is not None else (1.0, 1.0)
         terms["ltr"] = w_ltr * ltr
