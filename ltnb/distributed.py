@@ -4,12 +4,20 @@
 
 # %% ../nbs/16_distributed.ipynb #0bfb6b8c
 from __future__ import annotations
-import argparse, math, os, tempfile
+import argparse, contextlib, json, math, os, sys, tempfile, warnings
 from dataclasses import fields
 import torch
 from torch import nn
 import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing.errors import record
 from torch.utils.data import Sampler
+
+# `python -m ltnb.distributed` (torchrun runs each rank so): `import ltnb` has already loaded this module, so run that
+# one (its `_OPTIONS` are the ones the Trainer reads) instead of a second copy, and keep runpy's warning about it quiet
+warnings.filterwarnings("ignore", message="'ltnb.distributed' found in sys.modules", category=RuntimeWarning)
+if __name__ == "__main__" and "__file__" in globals():
+    from ltnb.distributed import main as _main
+    _main(); raise SystemExit(0)
 
 # %% auto #0
 __all__ = ['LR_RULES', 'scaled_lr', 'shard_indices', 'ShardedSampler', 'interleave', 'concat', 'shard_bounds',
@@ -286,8 +294,15 @@ def _follow(cfg, data, device):
     from ltnb.experiments import make_trainer
     make_trainer(cfg, data, device, progress=False, parent=None, ckpt_dir=None).fit()
 
+@contextlib.contextmanager
+def _options(**kw):
+    "This process's options (`_OPTIONS`, read by every `Trainer` built meanwhile) set to `kw`, restored after."
+    old = dict(_OPTIONS); _OPTIONS.update(kw)
+    try: yield
+    finally: _OPTIONS.clear(); _OPTIONS.update(old)
+
 def train_distributed(cfg: dict, runs_dir=None, data=None, device: str = "cpu", progress: bool = False,
-                      rerun: str | None = None):
+                      rerun: str | None = None, lock_timeout: float | None = None):
     "Run `cfg` and its parents on every rank of the process group; returns the `Run` on rank 0, None elsewhere."
     from ltnb.experiments import run_dir, run_lock, training_slot, _train, _run_posthoc, cached_run
     from ltnb.losses import method_class
@@ -297,29 +312,38 @@ def train_distributed(cfg: dict, runs_dir=None, data=None, device: str = "cpu", 
     while c: chain.insert(0, c); c = c.get("parent")
     parent = None
     for c in chain:
+        sync = _options(sync_bn=bool(c["train"].get("sync_bn", False)))   # the config says: it is part of the run's key
         if not ctx.is_main:
-            if ctx.broadcast_object(None): _follow(c, data, device)
+            if ctx.broadcast_object(None):
+                with sync: _follow(c, data, device)
             continue
         path = run_dir(c, runs_dir)
-        with run_lock(path):
+        with run_lock(path, lock_timeout):
             r = cached_run(c, path, parent, rerun)
             posthoc = parent is not None and method_class(c["method_name"]).posthoc
             ctx.broadcast_object(r is None and not posthoc)        # True: every rank trains this run now
             if r is None and posthoc: r = _run_posthoc(c, path, parent)
             elif r is None:
-                with training_slot(): r = _train(c, path, parent, data, device, progress, None)
+                with training_slot(), sync: r = _train(c, path, parent, data, device, progress, None)
         parent = r
     return parent if ctx.is_main else None
 
 # %% ../nbs/16_distributed.ipynb #bb99376c
-def run_cli(argv=None) -> list[dict]:
+_NOT_HERE = {   # ltnb-run's options that torchrun's processes do not take, and what to do instead
+    "--jobs": "torchrun's processes train each run together; --jobs runs several one-process runs at once (ltnb-run without torchrun)",
+    "--devices": "torchrun gives each process its GPU (LOCAL_RANK); choose the GPUs with CUDA_VISIBLE_DEVICES",
+    "--gpus": "under torchrun, --nproc_per_node is the number of processes; `ltnb-run --gpus N` (without torchrun) launches torchrun itself",
+    "--list": "list the run cache with ltnb-runs", "--worker": "a run_many worker is one process",
+    "--download": "download with `ltnb-run --download ...` in one process first, then train under torchrun"}
+
+def run_cli(argv=None, prog: str = "torchrun --nproc_per_node=N -m ltnb.distributed") -> list[dict]:
     "What `main` does, returning the records rank 0 printed."
-    from ltnb.experiments import BUDGETS, _parse_value, _brief, to_json, method_available
+    import importlib
+    from ltnb.experiments import BUDGETS, _parse_value, _brief, _data_key, to_json, method_available
     from ltnb.data import get_dataset
-    p = argparse.ArgumentParser(prog="torchrun --nproc_per_node=N -m ltnb.distributed",
-                                description="Train ltnb runs on N processes (DistributedDataParallel semantics); rank 0 writes "
-                                            "the run cache and prints one JSON line per run.")
-    p.add_argument("--dataset", required=True)
+    p = argparse.ArgumentParser(prog=prog, description="Train ltnb runs on N processes (DistributedDataParallel semantics); rank 0 writes "
+                                                       "the run cache and prints one JSON line per run.")
+    p.add_argument("--dataset", help="a registered dataset (required unless --configs)")
     p.add_argument("--method", nargs="+", default=["ce"])
     p.add_argument("--budget", default="smoke", choices=BUDGETS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -327,38 +351,53 @@ def run_cli(argv=None) -> list[dict]:
     p.add_argument("--backend", default=None, choices=["nccl", "gloo"], help="default: nccl with CUDA, else gloo")
     p.add_argument("--runs-dir", default=None)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe overrides, e.g. train.batch_size=512")
-    p.add_argument("--sync-bn", action="store_true", help="BatchNorm statistics of the global batch")
+    p.add_argument("--sync-bn", action="store_true", help="BatchNorm statistics of the global batch (sets train.sync_bn=true)")
     p.add_argument("--lr-rule", default="none", choices=LR_RULES, help="lr for a train.batch_size other than the recipe's")
     p.add_argument("--one-run", action="store_true")
     p.add_argument("--rerun", choices=["stale", "all"], default=None)
+    p.add_argument("--lock-timeout", type=float, default=None, metavar="S")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--debug", action="store_true")
+    p.add_argument("--configs", default=None, metavar="FILE",
+                   help="a JSON list of {config, rerun}: the runs `run_many(gpus=N)` hands over (instead of --dataset ...)")
+    p.add_argument("--import", dest="imports", action="append", default=[], help=argparse.SUPPRESS)
+    for flag in _NOT_HERE: p.add_argument(flag, nargs="*", default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
-    overrides = {}
-    for kv in a.set:
-        if "=" not in kv: p.error(f"--set expects KEY=VALUE, got {kv!r}")
-        k, v = kv.split("=", 1); overrides[k] = _parse_value(v)
-    for m in a.method:
-        if not method_available(m): p.error(f"unknown method {m!r}; `python -m ltnb.experiments --help` lists the valid ones")
-    device = setup(a.backend, a.sync_bn, a.device)
-    out, data = [], None
-    try:
+    for flag, why in _NOT_HERE.items():
+        if getattr(a, flag[2:]) is not None: p.error(f"{flag} does not apply under torchrun: {why}")
+    for m in a.imports: importlib.import_module(m)            # modules that registered the methods / models / datasets used
+    if a.configs:
+        todo = [(t["config"], t.get("rerun")) for t in json.loads(open(a.configs).read())]
+    else:
+        if not a.dataset: p.error("--dataset is required (or --configs)")
+        overrides = {}
+        for kv in a.set:
+            if "=" not in kv: p.error(f"--set expects KEY=VALUE, got {kv!r}")
+            k, v = kv.split("=", 1); overrides[k] = _parse_value(v)
+        if a.sync_bn: overrides["train.sync_bn"] = True
         for m in a.method:
-            for s in a.seeds:
-                cfg = distributed_config(a.dataset, m, a.budget, s, a.lr_rule, not a.one_run, **overrides)
-                if data is None: data = get_dataset(a.dataset, **cfg["data"])
-                r = train_distributed(cfg, a.runs_dir, data, device, a.progress and dist.get_rank() == 0, a.rerun)
-                if r is None: continue
-                rec = dict(method=m, seed=s, run=str(r.path), cached=r.from_cache, world_size=dist.get_world_size(),
-                           sync_bn=a.sync_bn, lr=cfg["train"]["lr"], batch_size=cfg["train"]["batch_size"],
-                           last=_brief(r.last), best=_brief(r.best))
-                print(to_json(rec), flush=True); out.append(rec)
-    finally: teardown()
+            if not method_available(m): p.error(f"unknown method {m!r}; `python -m ltnb.experiments --help` lists the valid ones")
+        todo = [(distributed_config(a.dataset, m, a.budget, s, a.lr_rule, not a.one_run, **overrides), a.rerun)
+                for m in a.method for s in a.seeds]               # every config checked before the process group starts
+    device = setup(a.backend, False, a.device)
+    out, loaded = [], {}
+    try:
+        for cfg, rerun in todo:
+            k = _data_key(cfg)
+            if k not in loaded: loaded[k] = get_dataset(cfg["dataset"], **cfg["data"])
+            r = train_distributed(cfg, a.runs_dir, loaded[k], device, a.progress and dist.get_rank() == 0, rerun, a.lock_timeout)
+            if r is None: continue
+            rec = dict(method=cfg["method_name"], seed=cfg["seed"], run=str(r.path), cached=r.from_cache,
+                       world_size=dist.get_world_size(), sync_bn=bool(cfg["train"].get("sync_bn", False)),
+                       lr=cfg["train"]["lr"], batch_size=cfg["train"]["batch_size"], last=_brief(r.last), best=_brief(r.best))
+            print(to_json(rec), flush=True); out.append(rec)
+    except BaseException:       # leave without teardown's barrier: the other ranks may wait in a collective (torchrun stops them)
+        dist.destroy_process_group(); raise
+    teardown()
     return out
 
-def main(argv=None) -> None:
-    "Command-line entry `torchrun ... -m ltnb.distributed`: bad input ends with one message and exit status 2."
+@record   # torchrun's failure report then shows the failing rank's traceback
+def main(argv=None, module: str = "ltnb.distributed") -> None:
+    "Command-line entry `torchrun ... -m ltnb.distributed` (or `-m ltnb.experiments`): bad input ends with one message and exit status 2."
     from ltnb.experiments import _cli
-    _cli("ltnb.distributed", run_cli, argv)
-
-if __name__ == "__main__" and "__file__" in globals(): main()
+    _cli(module, lambda argv: run_cli(argv, prog=f"torchrun --nproc_per_node=N -m {module}"), argv)
