@@ -8,8 +8,8 @@ import copy, dataclasses, difflib, inspect, math, types, typing
 from typing import Any
 
 # %% auto #0
-__all__ = ['RUNTIME_ONLY', 'SECTIONS', 'TOP_LEVEL', 'REQUIRED', 'OPTIONAL', 'ConfigError', 'section_keys', 'check_key',
-           'check_value', 'validate_config', 'apply_overrides']
+__all__ = ['RUNTIME_ONLY', 'TRAIN_PROCESS_KEYS', 'SECTIONS', 'TOP_LEVEL', 'REQUIRED', 'OPTIONAL', 'ConfigError', 'section_keys',
+           'check_key', 'check_value', 'validate_config', 'apply_overrides']
 
 # %% ../nbs/08_config.ipynb #2f8c6aaf
 class ConfigError(ValueError):
@@ -17,6 +17,7 @@ class ConfigError(ValueError):
 
 # %% ../nbs/08_config.ipynb #780614b1
 RUNTIME_ONLY = ("device", "progress")   # TrainConfig fields `experiments.run` sets from its own arguments
+TRAIN_PROCESS_KEYS = dict(sync_bn=(bool, False))   # train keys outside TrainConfig: (type, default when absent); ltnb.distributed
 SECTIONS = ("data", "model", "train", "method")
 
 def _hints(obj) -> dict:
@@ -75,8 +76,8 @@ def _section_params(section: str, cfg: dict) -> dict:
     if section == "train":
         from ltnb.engine import TrainConfig
         hints = _hints(TrainConfig)
-        return {f.name: (hints.get(f.name, inspect.Parameter.empty), f.default)
-                for f in dataclasses.fields(TrainConfig) if f.name not in RUNTIME_ONLY}
+        return {**{f.name: (hints.get(f.name, inspect.Parameter.empty), f.default)
+                   for f in dataclasses.fields(TrainConfig) if f.name not in RUNTIME_ONLY}, **TRAIN_PROCESS_KEYS}
     if section == "method": return _method_params(cfg.get("method_name"))
     raise ConfigError(_unknown_section(section))
 
@@ -184,7 +185,7 @@ def _rules() -> dict:
         "train.amp": (_one_of("auto", True, False), "'auto', True or False"),
         "train.channels_last": (_one_of("auto", True, False), "'auto', True or False"),
         "train.data_path": (_one_of("auto", "device", "loader"), "'auto', 'device' or 'loader'"),
-        "train.compile": (_one_of(True, False), "True or False"),
+        "train.compile": (_one_of(True, False), "True or False"), "train.sync_bn": (_one_of(True, False), "True or False"),
         "train.lr_shift": (_one_of(0, 1), "0 or 1"),
         "data.imb_factor": (lambda v: 0 < v <= 1, _imb_factor_rule),
         "data.n_max": (lambda v: v > 0, "> 0"),
@@ -244,7 +245,7 @@ def _consistency(cfg: dict) -> list[str]:
     if "seed" in cfg["train"] and cfg["train"]["seed"] != cfg["seed"]:
         out.append(f"train.seed ({cfg['train']['seed']}) differs from seed ({cfg['seed']}); run_config sets both from its seed")
     if not out:
-        try: TrainConfig(**cfg["train"], device="cpu", progress=False)
+        try: TrainConfig(**{k: v for k, v in cfg["train"].items() if k not in TRAIN_PROCESS_KEYS}, device="cpu", progress=False)
         except (TypeError, ValueError) as e: out.append(f"train: {e}")
     return out
 

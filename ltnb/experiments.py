@@ -4,13 +4,20 @@
 
 # %% ../nbs/06_experiments.ipynb #9e3177a0
 from __future__ import annotations
-import argparse, contextlib, copy, errno, fcntl, hashlib, inspect, itertools, json, math, os, platform, selectors, shutil, subprocess, sys, tempfile, time, traceback, warnings
+import argparse, contextlib, copy, errno, fcntl, hashlib, inspect, itertools, json, math, os, platform, selectors, shutil, signal, subprocess, sys, tempfile, time, traceback, warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
 from .tables import load_paper_table, list_paper_tables, side_by_side, summarise_seeds
+
+# `python -m ltnb.experiments`: `import ltnb` has already loaded this module, so run that one instead of a second copy
+# (whose classes, RunLocked and JobFailed among them, would not be the library's), and keep runpy's warning about it quiet
+warnings.filterwarnings("ignore", message="'ltnb.experiments' found in sys.modules", category=RuntimeWarning)
+if __name__ == "__main__" and "__file__" in globals():
+    from ltnb.experiments import main as _main
+    _main(); raise SystemExit(0)
 
 # %% auto #0
 __all__ = ['BUDGETS', 'MANIFEST', 'RERUN', 'METRICS', 'recipe', 'method_values', 'project_root', 'default_runs_dir',
@@ -19,7 +26,7 @@ __all__ = ['BUDGETS', 'MANIFEST', 'RERUN', 'METRICS', 'recipe', 'method_values',
            'cached_run', 'training_slot', 'make_trainer', 'runs_frame', 'row_frame', 'method_available', 'row_spec',
            'describe_row', 'with_all_rows', 'row_overrides', 'method_overrides', 'row_configs', 'run_rows', 'JobFailed',
            'run_many', 'Job', 'job_plan', 'job_worker', 'param_list', 'param_dict', 'plot_shot_groups',
-           'plot_per_class', 'bench_main', 'run_bench', 'list_runs', 'main', 'runs_main', 'run_cli']
+           'plot_per_class', 'bench_main', 'run_bench', 'list_runs', 'under_torchrun', 'main', 'runs_main', 'run_cli']
 
 # %% ../nbs/06_experiments.ipynb #f622fadf
 _PAPER = {
@@ -168,6 +175,7 @@ def run_config(dataset: str, method: str = "ce", budget: str = "smoke", seed: in
         if f"model.{k}" in overrides and overrides[f"model.{k}"] != v:
             raise ConfigError(f"method {method!r} needs model.{k}={v!r}; the override model.{k}={overrides[f'model.{k}']!r} contradicts it")
     r = _override(r, overrides)
+    if r["train"].get("sync_bn") is False: del r["train"]["sync_bn"]   # the default: absent, so plain runs keep their key
     bad = sorted(set(method_kw or {}) - set(method_arguments(method)))
     if bad: raise ConfigError(f"method {method!r} takes no argument {bad}; its arguments: {sorted(method_arguments(method))}")
     r["method"].update(method_kw or {})
@@ -209,6 +217,13 @@ def _world_size() -> int:
     d = torch.distributed
     return d.get_world_size() if d.is_available() and d.is_initialized() else 1
 
+def _sync_bn(cfg: dict) -> bool:
+    "Whether BatchNorm saw the global batch's statistics: the process group's option under torchrun, else the config's key."
+    if _world_size() > 1:
+        from ltnb.distributed import _OPTIONS
+        return bool(_OPTIONS["sync_bn"])
+    return bool(cfg["train"].get("sync_bn", False))   # one process: plain BatchNorm is SyncBN over one process
+
 def provenance(cfg: dict, device: str, wall_time: float, parent: "Run | None" = None, data=None) -> dict:
     "How a run was made: config, seed, git commit, package versions, device, wall time, the parent run, the data's shape."
     import torchvision, sklearn, ltnb
@@ -222,7 +237,7 @@ def provenance(cfg: dict, device: str, wall_time: float, parent: "Run | None" = 
                 versions=dict(ltnb=ltnb.__version__, torch=torch.__version__, torchvision=torchvision.__version__,
                               numpy=np.__version__, sklearn=sklearn.__version__, python=platform.python_version()),
                 device=dev, host=platform.node(), cpu_threads=torch.get_num_threads(), wall_time_s=round(wall_time, 3),
-                world_size=_world_size(),
+                world_size=_world_size(), sync_bn=_sync_bn(cfg),
                 finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
 
 def _atomic_write(path: Path, write):
@@ -621,13 +636,13 @@ def row_configs(rows: dict, dataset: str, budget: str, seeds, method_kw: dict | 
 
 def run_rows(rows: dict, dataset: str, budget: str, seeds, runs_dir=None, device="auto",
              method_kw: dict | None = None, progress: bool = False, rerun: str | None = None,
-             download: bool = False, jobs: int = 1, devices=None, **overrides) -> tuple[list, list]:
+             download: bool = False, jobs: int = 1, devices=None, gpus: int = 1, **overrides) -> tuple[list, list]:
     """Run every row {paper label: method name, (name, kwargs) or None} for every seed; returns (runs, missing labels).
     A row's dotted kwargs ('model.num_experts') are that row's config overrides, the others its method's arguments.
-    `jobs` > 1: the unfinished runs are computed by that many worker processes (`run_many`)."""
+    `jobs` > 1: the unfinished runs are computed by that many worker processes; `gpus` > 1: each on that many (`run_many`)."""
     pairs, missing = row_configs(rows, dataset, budget, seeds, method_kw, **overrides)   # every config checked before a run starts
     runs = run_many([c for _, c in pairs], runs_dir, jobs=jobs, device=device, devices=devices, progress=progress,
-                    rerun=rerun, download=download)
+                    rerun=rerun, download=download, gpus=gpus)
     for r, (label, _) in zip(runs, pairs): r.label = label
     return runs, missing
 
@@ -658,24 +673,32 @@ def _data_key(cfg: dict) -> str: return json.dumps([cfg["dataset"], cfg["data"]]
 
 def run_many(cfgs, runs_dir=None, jobs: int = 1, device: str = "auto", devices=None, threads: int | None = None,
              progress: bool = False, rerun: str | None = None, lock_timeout: float | None = None,
-             download: bool = False) -> list[Run]:
+             download: bool = False, gpus: int = 1) -> list[Run]:
     """Run or load every config of `cfgs` (in order); `jobs` > 1: the unfinished runs are first computed by `jobs` worker
-    processes with `threads` threads each (default `max(1, cores // jobs)`), spread over GPUs `devices` if given."""
+    processes with `threads` threads each (default `max(1, cores // jobs)`), spread over GPUs `devices` if given;
+    `gpus` > 1: each unfinished run is trained by `gpus` processes together (one torchrun subprocess for the batch)."""
     from ltnb.config import validate_config
     from ltnb.engine import resolve_device
     from ltnb.data import get_dataset
     cfgs = list(cfgs)
     if rerun not in RERUN: raise ValueError(f"rerun must be one of {RERUN}, got {rerun!r}")
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1: raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
+    for k, v in dict(jobs=jobs, gpus=gpus).items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1: raise ValueError(f"{k} must be a positive integer, got {v!r}")
+    if jobs > 1 and gpus > 1:
+        raise ValueError(f"jobs={jobs} and gpus={gpus}: choose one. gpus=N trains each run on N processes together (torchrun), "
+                         "jobs=N trains N runs at once, one process each")
+    if gpus > 1 and str(device).startswith("cuda:"):
+        raise ValueError(f"with gpus={gpus} each process uses its own GPU: give device 'auto' or 'cuda' (and devices= to choose the GPUs), not {device!r}")
     if devices is not None:
         devices = [str(d) for d in (devices if isinstance(devices, (list, tuple)) else [devices])]
         if not devices or device not in ("auto", "cuda"):
             raise ValueError(f"devices={devices!r} spreads workers over GPUs: give a non-empty list of GPU ids and device 'auto' or 'cuda', not {device!r}")
         device = "cuda"
-    resolve_device(device)
+        if len(devices) < gpus: raise ValueError(f"gpus={gpus} processes need as many GPUs; devices={devices} names {len(devices)}")
+    resolve_device(device)                                 # CUDA available or not; no CUDA context is made here
     for c in cfgs: validate_config(c)                       # every config checked before anything runs
     dl = {"download": True} if download else {}
-    if jobs == 1:                                          # in this process, one run after the other
+    if jobs == 1 and gpus == 1:                            # in this process, one run after the other
         if devices: device = f"cuda:{devices[0]}"
         loaded, out = {}, []
         for c in cfgs:
@@ -692,8 +715,10 @@ def run_many(cfgs, runs_dir=None, jobs: int = 1, device: str = "auto", devices=N
         imports = _job_imports(plan)
         if download:                                       # fetched once here, not by N workers at once
             for k in {_data_key(j.cfg): j.cfg for j in plan}.values(): get_dataset(k["dataset"], **k["data"], **dl)
-        threads = threads or max(1, _cores() // jobs)
-        with training_slot(): computed = _job_pool(plan, runs_dir, jobs, device, devices, threads, lock_timeout, imports, progress)
+        threads = threads or max(1, _cores() // max(jobs, gpus))
+        with training_slot():
+            if gpus > 1: computed = _torchrun_batch(plan, runs_dir, gpus, device, devices, threads, lock_timeout, imports, progress)
+            else: computed = _job_pool(plan, runs_dir, jobs, device, devices, threads, lock_timeout, imports, progress)
     runs = [run(c, runs_dir, device=device, lock_timeout=lock_timeout) for c in cfgs]   # all finished: loaded
     for r in runs: r.from_cache = str(r.path) not in computed
     return runs
@@ -859,6 +884,44 @@ def _job_pool(plan: list, runs_dir: Path, jobs: int, device: str, devices, threa
         sel.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
+# %% ../nbs/06_experiments.ipynb #15cc9b3e
+def _torchrun_batch(plan: list, runs_dir: Path, gpus: int, device: str, devices, threads: int, lock_timeout, imports,
+                    progress) -> set:
+    "Compute `plan` (parents first) in one `torchrun --nproc_per_node=gpus -m ltnb.distributed` subprocess; returns the runs it computed."
+    tmp = Path(tempfile.mkdtemp(prefix="ltnb-torchrun-"))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    env.pop("LTNB_TRAIN_LOCK", None)                       # this process holds the training slot for the batch
+    if devices: env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
+    cpu = device == "cpu"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "-m", "ltnb.distributed",
+           "--configs", str(tmp / "runs.json"), "--runs-dir", str(runs_dir), "--device", device,
+           *(["--backend", "gloo"] if cpu else []), *(["--lock-timeout", str(lock_timeout)] if lock_timeout is not None else []),
+           *(["--progress"] if progress else []), *itertools.chain.from_iterable(("--import", m) for m in imports)]
+    try:
+        (tmp / "runs.json").write_text(to_json([dict(config=j.cfg, rerun=j.rerun) for j in plan]))
+        with open(tmp / "out.log", "wb") as out, open(tmp / "err.log", "wb") as err:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, env=env, start_new_session=True)
+            try:
+                for chunk in iter(lambda: proc.stderr.read1(1 << 16), b""):   # progress bars and errors, as they come
+                    err.write(chunk)
+                    if progress: sys.stderr.write(chunk.decode(errors="replace"))
+                code = proc.wait()
+            except BaseException:                          # interrupted: stop every rank (the run resumes next time)
+                with contextlib.suppress(ProcessLookupError): os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(); raise
+            finally: proc.stderr.close()
+        left = [j for j in plan if not is_finished(Path(j.path))]
+        if code != 0 or left:
+            j = left[0] if left else None
+            name = _run_name(j.cfg, runs_dir) if j else "no run (every run finished)"
+            tail = _log_tail(tmp / "err.log", 4000)
+            raise JobFailed(f"run {name} failed in torchrun ({gpus} processes, exit status {code})\n"
+                            f"--- the end of its output ---\n{tail}", j.cfg if j else None, tail)
+        recs = [json.loads(l) for l in (tmp / "out.log").read_text().splitlines() if l.startswith("{")]   # rank 0's lines
+        return {r["run"] for r in recs if not r["cached"]}
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+
 # %% ../nbs/06_experiments.ipynb #276b8c24
 def param_list(value, cast=None) -> list | None:
     "A notebook list parameter as a list: accepts a list, a scalar, a JSON list string or a comma-separated string."
@@ -981,8 +1044,18 @@ def _cli(prog: str, fn, argv=None) -> int:
         raise SystemExit(2)
     return 0
 
+def under_torchrun() -> bool:
+    "Whether torchrun started this process (its environment names the rendezvous, or the world size and this process's rank)."
+    e = os.environ
+    return "TORCHELASTIC_RUN_ID" in e or ("WORLD_SIZE" in e and "LOCAL_RANK" in e)
+
 def main(argv=None) -> None:
-    "Command-line entry (`ltnb-run`, `python -m ltnb.experiments`): run or load runs, print their metrics as JSON lines."
+    """Command-line entry (`ltnb-run`, `python -m ltnb.experiments`): run or load runs, print their metrics as JSON lines.
+    Under torchrun (`torchrun --nproc_per_node=N -m ltnb.experiments ...`) the N processes train each run together."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if under_torchrun() and "--worker" not in argv:        # a run_many worker is one process, wherever it was started
+        from ltnb.distributed import main as distributed_main
+        return distributed_main(argv, module="ltnb.experiments")
     _cli("ltnb-run", run_cli, argv)
 
 def runs_main(argv=None) -> None:
@@ -1028,7 +1101,11 @@ def run_cli(argv=None) -> list[dict]:
     p.add_argument("--lock-timeout", type=float, default=None, metavar="S",
                    help="seconds to wait for another process computing the same run (default: wait until it ends)")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="compute the runs in N worker processes at once (default 1: here, one by one)")
-    p.add_argument("--devices", nargs="+", default=None, metavar="GPU", help="with --jobs: spread the workers over these GPU ids")
+    p.add_argument("--devices", nargs="+", default=None, metavar="GPU", help="with --jobs: spread the workers over these GPU ids; with --gpus: the GPUs to use")
+    p.add_argument("--gpus", type=int, default=1, metavar="N", help="train each run on N processes together (launches torchrun; default 1: one process)")
+    p.add_argument("--sync-bn", action="store_true", help="BatchNorm statistics of the global batch over the processes (sets train.sync_bn=true)")
+    p.add_argument("--lr-rule", default="none", choices=("none", "linear", "sqrt"),
+                   help="lr for a train.batch_size other than the recipe's (ltnb.distributed.scaled_lr)")
     p.add_argument("--progress", action="store_true", help="progress bars")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)                # a run_many worker (job_worker)
@@ -1048,29 +1125,30 @@ def run_cli(argv=None) -> list[dict]:
     for kv in a.set:
         if "=" not in kv: p.error(f"--set expects KEY=VALUE, got {kv!r}")
         k, v = kv.split("=", 1); overrides[k] = _parse_value(v)
+    if a.sync_bn: overrides["train.sync_bn"] = True
     from ltnb.data import get_dataset
+    from ltnb.distributed import distributed_config
     todo = []
     for m in a.method:
         if not method_available(m):
             wr = "; ".join(f"<method>+{w} with options {', '.join(getattr(WRAPPERS[w], 'options', {}))}" for w in WRAPPERS.names())
             p.error(f"unknown method {m!r}. Valid methods: {', '.join(METHODS.names())}. Composite names: {wr}")
-        todo += [(m, s, run_config(a.dataset, m, a.budget, s, from_parent=not a.one_run, **overrides)) for s in a.seeds]
-    if a.jobs != 1 or a.devices:                           # computed by workers, then loaded here
+        todo += [(m, s, distributed_config(a.dataset, m, a.budget, s, a.lr_rule, not a.one_run, **overrides)) for s in a.seeds]
+    many = a.jobs != 1 or a.devices or a.gpus != 1
+    if many:                                               # computed by workers or torchrun, then loaded here
         done = iter(run_many([c for *_, c in todo], a.runs_dir, jobs=a.jobs, device=a.device, devices=a.devices,
-                             progress=a.progress, rerun=a.rerun, lock_timeout=a.lock_timeout, download=a.download))
+                             progress=a.progress, rerun=a.rerun, lock_timeout=a.lock_timeout, download=a.download, gpus=a.gpus))
     data, out = None, []
     for m, s, cfg in todo:
-        if a.jobs != 1 or a.devices: r = next(done)
+        if many: r = next(done)
         else:                                              # one by one, each printed when it is done
             if data is None and not _all_finished(cfg, a.runs_dir):
                 data = get_dataset(a.dataset, **cfg["data"], **({"download": True} if a.download else {}))
             r = run(cfg, a.runs_dir, data=data, device=a.device, progress=a.progress, rerun=a.rerun, lock_timeout=a.lock_timeout)
         rec = dict(method=m, seed=s, run=str(r.path), cached=r.from_cache, parent=(r.provenance.get("parent") or {}).get("path"),
-                   last=_brief(r.last), best=_brief(r.best))
+                   world_size=r.provenance.get("world_size", 1), last=_brief(r.last), best=_brief(r.best))
         print(to_json(rec)); out.append(rec)
     return out
 
 def _brief(m: dict) -> dict:
     return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in m.items() if k in ("epoch", "top1", "many", "medium", "few")}
-
-if __name__ == "__main__" and "__file__" in globals(): main()  # `python -m ltnb.experiments`, not a notebook kernel

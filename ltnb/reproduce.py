@@ -228,9 +228,10 @@ class Reproduction:
 def reproduce(table: str, dataset: str = "digits_lt", budget: str = "smoke", seeds=(0,), methods=None,
               device: str = "auto", runs_dir=None, sweep=None, extra_rows=None, overrides=None, method_kw=None,
               rerun: str | None = None, download: bool = False, save: bool = True, progress: bool = False,
-              jobs: int = 1, devices=None) -> Reproduction:
+              jobs: int = 1, devices=None, gpus: int = 1) -> Reproduction:
     """Run or load every row of paper table `table` on `dataset` at `budget` for `seeds`; save its table and figure.
-    `jobs` > 1: the unfinished runs of every setting are computed by that many worker processes (`run_many`)."""
+    `jobs` > 1: the unfinished runs of every setting are computed by that many worker processes; `gpus` > 1: each run
+    by that many processes together, launched with torchrun (`run_many`)."""
     spec = TABLES[table]
     seeds = param_list(seeds, int) or [0]
     rows = table_rows(spec, param_list(methods), param_dict(extra_rows))
@@ -240,7 +241,7 @@ def reproduce(table: str, dataset: str = "digits_lt", budget: str = "smoke", see
         pairs, _ = row_configs(rows, dataset, budget, seeds, param_dict(method_kw), **{**param_dict(overrides), **s.overrides})
         todo += [(label, s.label, cfg) for label, cfg in pairs]
     runs = run_many([c for *_, c in todo], runs_dir, jobs=int(jobs), device=device, devices=param_list(devices),
-                    progress=progress, rerun=rerun, download=download)
+                    progress=progress, rerun=rerun, download=download, gpus=int(gpus))
     for r, (label, setting, _) in zip(runs, todo): r.label, r.setting = label, setting
     try: paper = load_paper_table(spec.paper_table or spec.name)
     except KeyError: paper = pd.DataFrame(columns=["method"])

@@ -6,6 +6,8 @@ floating-point sums (per-rank partial sums, then the all-reduce): the final test
 (26 SGD steps; observed differences are about 1e-5). Without SyncBN each rank normalises with its own 16 images
 instead of 32: a different function, so only the test top-1 is compared, within 5 points (a sanity bound, not a
 claim of equivalence). A resumed 2-process run is compared with the uninterrupted 2-process run: bit-identical.
+The same SyncBN bounds hold for runs a notebook trains with `reproduce(..., gpus=2)` (a torchrun subprocess) against
+the same configs trained in one process: test logits to 1e-3, top-1 within 0.5 points.
 """
 import json, os, subprocess, sys
 import pytest, torch
@@ -143,6 +145,67 @@ def test_torchrun_entry_point(tmp_path):
     from ltnb.experiments import Run, is_finished
     assert is_finished(rec["run"]) and Run.load(rec["run"]).config["train"]["lr"] == rec["lr"]
     assert not list(tmp_path.rglob("*.tmp"))
+    cmd[cmd.index("ltnb.distributed")] = "ltnb.experiments"          # the issue's entry point: the same flags, the same run
     p = _run(cmd, env)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert json.loads([l for l in p.stdout.splitlines() if l.startswith("{")][0])["cached"]
+    assert "RuntimeWarning" not in p.stderr                          # runpy's "found in sys.modules" is kept quiet
+    rec2 = json.loads([l for l in p.stdout.splitlines() if l.startswith("{")][0])
+    assert rec2["cached"] and rec2["run"] == rec["run"]
+
+
+# --- a notebook's `gpus` parameter: one torchrun subprocess, launched from this (never CUDA-initialising) process ---
+
+import contextlib, signal
+
+@contextlib.contextmanager
+def _deadline(seconds=300):
+    "Raise TimeoutError here after `seconds`: run_many then stops its torchrun subprocess (every rank) and the test fails, not hangs."
+    def expired(*_): raise TimeoutError(f"no result after {seconds} s")
+    old = signal.signal(signal.SIGALRM, expired); signal.alarm(seconds)
+    try: yield
+    finally: signal.alarm(0); signal.signal(signal.SIGALRM, old)
+
+@pytest.fixture(scope="module")
+def notebook_gpus(tmp_path_factory):
+    "A table (Softmax, cRT) with SyncBN by `reproduce(..., gpus=2, device='cpu')`, the same rows in one process, and whether CUDA was touched."
+    from ltnb.reproduce import reproduce
+    d = tmp_path_factory.mktemp("gpus")
+    os.environ["LTNB_FIGURES"] = str(d)
+    touched, real = [], torch.cuda._lazy_init
+    torch.cuda._lazy_init = lambda: touched.append("torch.cuda._lazy_init")   # any CUDA initialisation in this process is seen
+    try:
+        kw = dict(seeds=[SEED], methods=["ce", "crt"], device="cpu", save=False)
+        with _deadline(): two = reproduce("ikl_table6", DATASET, BUDGET, runs_dir=d / "two", gpus=2, overrides={"train.sync_bn": True}, **kw)
+        touched.append(torch.cuda.is_initialized())
+    finally: torch.cuda._lazy_init = real
+    one = reproduce("ikl_table6", DATASET, BUDGET, runs_dir=d / "one", **kw)
+    del os.environ["LTNB_FIGURES"]
+    return two, one, touched
+
+
+@pytest.mark.slow   # one torchrun launch: about 20 s on 2 cores
+def test_notebook_gpus_same_as_one_process(notebook_gpus):
+    two, one, touched = notebook_gpus
+    assert touched == [False]                                       # no CUDA initialisation in the notebook's process
+    assert [r.label for r in two.runs] == [r.label for r in one.runs] == ["Softmax", "cRT"]
+    for a, b in zip(two.runs, one.runs):
+        assert not a.from_cache and a.provenance["world_size"] == 2 and a.provenance["sync_bn"]
+        assert b.provenance["world_size"] == 1 and a.path != b.path  # train.sync_bn is part of the key
+        torch.testing.assert_close(torch.as_tensor(a.outputs()["targets"]), torch.as_tensor(b.outputs()["targets"]))
+        torch.testing.assert_close(torch.as_tensor(a.outputs()["logits"]), torch.as_tensor(b.outputs()["logits"]), atol=1e-3, rtol=1e-3)
+        assert abs(a.last["top1"] - b.last["top1"]) < 0.5
+    assert two.runs[1].provenance["parent"]["run_id"] == two.runs[0].provenance["run_id"]   # cRT's stage 1 is the CE run
+
+
+@pytest.mark.slow   # one torchrun launch that trains CE, then fails
+def test_notebook_gpus_failure_names_the_run(tmp_path):
+    from ltnb.experiments import run_config, run_many, is_finished, run_dir, JobFailed
+    (tmp_path / DATASET).mkdir(); (tmp_path / DATASET / "bsce").write_text("not a folder")   # BSCE's runs cannot go there
+    cfgs = [run_config(DATASET, "ce", BUDGET, SEED), run_config(DATASET, "bsce", BUDGET, SEED)]
+    with pytest.raises(JobFailed) as e, _deadline(): run_many(cfgs, tmp_path, device="cpu", gpus=2)
+    msg = str(e.value)
+    assert f"run bsce seed {SEED} on {DATASET}" in msg and "failed in torchrun (2 processes" in msg, msg
+    tail = msg.split("--- the end of its output ---", 1)[1]
+    assert str(tmp_path / DATASET / "bsce") in tail, tail           # the rank's own error, from the subprocess's output
+    assert e.value.cfg["method_name"] == "bsce"
+    assert is_finished(run_dir(cfgs[0], tmp_path))                  # the run before it is finished and stays cached
