@@ -3,7 +3,8 @@
 #   here, once:   bash bench/gpu_wheels.sh                      (nbdev & co. as wheels into .whl/, git-ignored)
 #   device tool:  run(command="bash bench/gpu_check.sh", carry=[".whl"], timeout_s=570)
 # 1. the `#| gpu` cells of the component notebooks (CUDA Trainer, fast data path on the GPU, AMP dtype, benchmarks)
-# 2. ltnb's paths against the reference loop on CUDA (bench/speed.py) and whole epochs projected to 200 (the ≤ 2 min target)
+# 2. ltnb's paths against the reference loop on CUDA (bench/speed.py) and whole epochs projected to 200 (the ≤ 2 min target);
+#    ResNet-50 at 224 px on a JPEG tree (PIL reference vs ltnb's loader and decode paths)
 # 3. many runs at once on one GPU (bench/jobs_wall.py), if present
 # Figures go to $OUT (the device tool brings them back) or ./gpu_check_out. `GPU_CHECK_DEVICE=cpu` dry-runs it here.
 set -uo pipefail
@@ -30,8 +31,12 @@ step "2. ltnb vs the reference loop"
 if [ "$DEV" = cuda ]; then
   python3 bench/speed.py --device cuda --threads 16 --workers 8 --paths loader device device+compile --batches 60 --rounds 3 --epochs 3 \
     --variants "resnet32 crop+flip" "resnet32 autoaugment+cutout" "resnet32 ce+ikl crop+flip" "shike_resnet32 crop+flip" 2>&1 | tee "$RAW/speed.txt" || status=1
+  # ResNet-50 at 224 px on a JPEG tree: the PIL reference loop vs ltnb's loader and decode (nvJPEG) paths
+  python3 bench/speed.py --device cuda --threads 16 --workers 8 --variants "resnet50 jpeg224" --batch-size 128 --batches 15 --rounds 3 \
+    --tag resnet50 2>&1 | tee "$RAW/speed_resnet50.txt" || status=1
 else
   python3 bench/speed.py --device cpu --batches 2 --rounds 1 --batch-size 16 --epochs 0 --variants "resnet32 crop+flip" --tag dry 2>&1 | tee "$RAW/speed.txt" || status=1
+  python3 bench/speed.py --device cpu --batches 1 --rounds 1 --batch-size 2 --variants "resnet50 jpeg224" --tag dry_resnet50 2>&1 | tee "$RAW/speed_resnet50.txt" || status=1
 fi
 step "3. input pipeline (JPEG tree, pre-resized cache, GPU decode) and IKL's memory on the device store"
 if [ "$DEV" = cuda ]; then

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 # %% auto #0
 __all__ = ['LTNB_PATHS', 'write_cifar100', 'ReferenceCIFAR', 'reference_transform', 'ReferenceLoop', 'LtnbLoop', 'compare',
-           'ratios', 'epoch_times']
+           'ratios', 'write_jpeg_tree', 'ReferenceImageList', 'compare_jpeg', 'epoch_times']
 
 # %% ../nbs/15_bench.ipynb #a9fd33e4
 def write_cifar100(root, n_train_per_class: int = 500, n_test_per_class: int = 20, num_classes: int = 100, seed: int = 0) -> Path:
@@ -105,7 +105,18 @@ def _timed(loop, batches, warmup, device) -> float:
     return n / (time.perf_counter() - t)
 
 LTNB_PATHS = {"loader": dict(data_path="loader"), "device": dict(data_path="device"),
-              "device+compile": dict(data_path="device", compile=True)}
+              "device+compile": dict(data_path="device", compile=True), "decode": dict(data_path="decode")}
+
+def _alternate(loops: dict, rounds: int, batches: int, warmup: int, device, info) -> pd.DataFrame:
+    "Time every loop once per round, in turn; one row per (round, kind) with `info(kind)`'s columns."
+    rows = []
+    for r in range(rounds):
+        for kind, loop in loops.items():
+            if torch.device(device).type == "cuda": torch.cuda.reset_peak_memory_stats()
+            ips = _timed(loop, batches, warmup if r == 0 else 1, device)
+            peak = torch.cuda.max_memory_allocated() if torch.device(device).type == "cuda" else None
+            rows.append(dict(round=r, kind=kind, images_per_s=ips, peak_cuda_bytes=peak, **info(kind)))
+    return pd.DataFrame(rows)
 
 def compare(root, augment=True, model: str = "resnet32", method: str = "ce", paths=("loader", "device"), reference_model: str = "resnet32",
             batch_size: int = 128, batches: int = 20, warmup: int = 3, rounds: int = 3, workers: int = 2,
@@ -127,18 +138,10 @@ def compare(root, augment=True, model: str = "resnet32", method: str = "ce", pat
                           **LTNB_PATHS[kind])
         return LtnbLoop(m, create_method(method, data.class_counts), data, cfg)
     loops = {k: make(k) for k in ("reference", *paths)}
-    rows = []
-    for r in range(rounds):
-        for kind, loop in loops.items():
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            if torch.device(device).type == "cuda": torch.cuda.reset_peak_memory_stats()
-            ips = _timed(loop, batches, warmup if r == 0 else 1, device)
-            peak = torch.cuda.max_memory_allocated() if torch.device(device).type == "cuda" else None
-            rows.append(dict(round=r, kind=kind, images_per_s=ips, peak_cuda_bytes=peak, model=reference_model if kind == "reference" else model,
-                             method="ce" if kind == "reference" else method,
-                             augment=str(augment), batch_size=batch_size, batches=batches, workers=workers, device=device,
-                             threads=torch.get_num_threads(), train_images=n_train))
-    return pd.DataFrame(rows)
+    return _alternate(loops, rounds, batches, warmup, device, lambda kind: dict(
+        model=reference_model if kind == "reference" else model, method="ce" if kind == "reference" else method,
+        augment=str(augment), batch_size=batch_size, batches=batches, workers=workers, device=device,
+        threads=torch.get_num_threads(), train_images=n_train))
 
 def ratios(df: pd.DataFrame) -> pd.DataFrame:
     "Per ltnb path: median images/s and the median over rounds of its ratio to the reference in the same round."
@@ -149,6 +152,81 @@ def ratios(df: pd.DataFrame) -> pd.DataFrame:
         out.append(dict(kind=kind, images_per_s=g.images_per_s.median(), ratio_to_reference=r.median(),
                         ratio_min=r.min(), ratio_max=r.max(), rounds=len(g)))
     return pd.DataFrame(out)
+
+# %% ../nbs/15_bench.ipynb #7514917a
+def write_jpeg_tree(
+    root,
+    layout: str = "inat18",     # "inat18" or "imagenet_lt": whose split files and folders to imitate
+    n_train: int = 200,         # about this many training images (an exponential long tail over `num_classes`)
+    num_classes: int = 10,
+    imb_factor: float = 0.1,    # n_min / n_max
+    n_test_per_class: int = 1,
+    size=(500, 400),            # mean (w, h); each image varies around it, a quarter in portrait
+    quality: int = 90,
+    seed: int = 0,
+) -> Path:
+    "Write a synthetic long-tailed JPEG set under `root` in the real layout of `layout`; returns `root`."
+    from PIL import Image
+    root, rs = Path(root), np.random.RandomState(seed)
+    if layout not in ("inat18", "imagenet_lt"): raise ValueError(f"unknown layout {layout!r}: use 'inat18' or 'imagenet_lt'")
+    prof = imb_factor ** (np.arange(num_classes) / max(num_classes - 1, 1))
+    counts = np.maximum(np.round(prof / prof.sum() * n_train), 1).astype(int)
+    def path(split, c, k):
+        if layout == "inat18": return f"train_val2018/{['Plantae', 'Insecta', 'Aves'][c % 3]}/{c}/{split}{k:05d}{c:05d}.jpg"
+        wnid = f"n{c:08d}"
+        return f"train/{wnid}/{wnid}_{k}.JPEG" if split == "train" else f"val/{wnid}/ILSVRC2012_val_{c:04d}{k:04d}.JPEG"
+    images, split_dir = root / ("inat2018" if layout == "inat18" else "imagenet"), root / ("iNaturalist18" if layout == "inat18" else "ImageNet_LT")
+    lines = {"train": [], "test": []}
+    for c in range(num_classes):
+        for split, n in (("train", counts[c]), ("test", n_test_per_class)):
+            for k in range(n):
+                w, h = int(np.clip(rs.normal(size[0], size[0] / 6), 32, None)), int(np.clip(rs.normal(size[1], size[1] / 6), 32, None))
+                if rs.rand() < 0.25: w, h = h, w
+                lo = Image.fromarray(rs.randint(0, 256, (rs.randint(4, 12), rs.randint(4, 12), 3)).astype(np.uint8))
+                x = np.asarray(lo.resize((w, h), Image.Resampling.BICUBIC), np.float32) + rs.normal(0, 10, (h, w, 3)).astype(np.float32)
+                p = path(split, c, k); (images / p).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(np.clip(x, 0, 255).astype(np.uint8)).save(images / p, "JPEG", quality=quality)
+                lines[split].append(f"{p} {c}\n")
+    split_dir.mkdir(parents=True, exist_ok=True)
+    names = dict(train="iNaturalist18_train.txt", test="iNaturalist18_val.txt") if layout == "inat18" else \
+            dict(train="ImageNet_LT_train.txt", test="ImageNet_LT_test.txt")
+    for s, l in lines.items(): (split_dir / names[s]).write_text("".join(l))
+    return root
+
+class ReferenceImageList(Dataset):
+    "The official ImageNet-LT / iNaturalist dataset: open a file with PIL per sample, convert to RGB, transform; items (x, y)."
+    def __init__(self, image_root, paths, targets, transform):
+        self.image_root, self.paths, self.targets, self.transform = Path(image_root), list(paths), np.asarray(targets), transform
+    def __len__(self): return len(self.paths)
+    def __getitem__(self, i):
+        from PIL import Image
+        with open(self.image_root / self.paths[i], "rb") as f: img = Image.open(f).convert("RGB")
+        return self.transform(img), int(self.targets[i])
+
+def compare_jpeg(root, model: str = "resnet50", paths=("loader", "decode"), layout: str = "inat18", image_size: int = 224,
+                 batch_size: int = 16, batches: int = 4, warmup: int = 1, rounds: int = 3, workers: int = 2,
+                 device: str = "cpu", amp="auto") -> pd.DataFrame:
+    "Images/s of ltnb's paths and of the reference PIL loop on a JPEG tree (`write_jpeg_tree`), alternated per round."
+    from ltnb.data import get_dataset
+    from ltnb.models import create_model
+    from ltnb.losses import create_method
+    from ltnb.engine import TrainConfig
+    data = get_dataset(layout, root=root, image_size=image_size)
+    ref_tf = T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(data.mean, data.std)])
+    ref_ds = ReferenceImageList(data.train.image_root, data.train.paths, data.train.targets, ref_tf)
+    need = batch_size * (batches + max(warmup, 1))
+    if len(ref_ds) < need: raise ValueError(f"{len(ref_ds)} training images for {batches} + {warmup} batches of {batch_size}: write at least {need}")
+    def make(kind):
+        torch.manual_seed(0)
+        m = create_model(model, num_classes=data.num_classes, in_chans=3)
+        if kind == "reference": return ReferenceLoop(m, ref_ds, batch_size, workers, device)
+        cfg = TrainConfig(epochs=90, batch_size=batch_size, device=device, progress=False, num_workers=workers, amp=amp, **LTNB_PATHS[kind])
+        return LtnbLoop(m, create_method("ce", data.class_counts), data, cfg)
+    loops = {k: make(k) for k in ("reference", *paths)}
+    return _alternate(loops, rounds, batches, warmup, device, lambda kind: dict(
+        model=model, method="ce", augment=f"RandomResizedCrop({image_size})+flip", layout=layout, image_size=image_size,
+        batch_size=batch_size, batches=batches, workers=workers, device=device, threads=torch.get_num_threads(),
+        train_images=len(ref_ds), data_path=loops[kind].t.data_path if kind != "reference" else "PIL per sample"))
 
 # %% ../nbs/15_bench.ipynb #915c1c9b
 def epoch_times(root, epochs: int = 3, path: str = "device", model: str = "resnet32", method: str = "ce", augment=True,

@@ -184,7 +184,7 @@ def _rules() -> dict:
         "train.schedule": (_one_of(*SCHEDULES), f"one of {', '.join(SCHEDULES)}"),
         "train.amp": (_one_of("auto", True, False), "'auto', True or False"),
         "train.channels_last": (_one_of("auto", True, False), "'auto', True or False"),
-        "train.data_path": (_one_of("auto", "device", "loader"), "'auto', 'device' or 'loader'"),
+        "train.data_path": (_one_of("auto", "device", "loader", "decode"), "'auto', 'device', 'loader' or 'decode'"),
         "train.compile": (_one_of(True, False), "True or False"), "train.sync_bn": (_one_of(True, False), "True or False"),
         "train.lr_shift": (_one_of(0, 1), "0 or 1"),
         "data.imb_factor": (lambda v: 0 < v <= 1, _imb_factor_rule),

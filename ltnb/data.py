@@ -24,7 +24,7 @@ __all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'INAT_MEA
            'data_dir', 'can_download', 'get_dataset', 'digits_lt', 'fmnist_lt', 'mnist_lt', 'cifar10_lt', 'cifar100_lt',
            'imagenet_lt', 'places_lt', 'inat18', 'resized_size', 'resized_cache_dir', 'build_resized_cache',
            'build_dataset_cache', 'gpu_jpeg_available', 'EncodedImageList', 'encoded_collate', 'split_encoded',
-           'JpegBatchTransform', 'GpuDecodedLoader']
+           'JpegBatchTransform', 'GpuDecodedLoader', 'jpeg_batch_transform']
 
 # %% ../nbs/01_data.ipynb #09e8444e
 class ArrayDataset(Dataset):
@@ -755,7 +755,7 @@ def _cache_command(name, root, short_side, resized_cache, kw) -> str:
 # %% ../nbs/01_data.ipynb #b8601a13
 def gpu_jpeg_available(device="cuda") -> bool:
     "Whether torchvision decodes JPEGs on `device` here (a CUDA device and a torchvision built with nvJPEG)."
-    if not torch.cuda.is_available(): return False
+    if not torch.cuda.is_available() or torch.device(device).type != "cuda": return False
     from torchvision.io import decode_jpeg, encode_jpeg
     try: return decode_jpeg(encode_jpeg(torch.zeros(3, 8, 8, dtype=torch.uint8)), device=device).is_cuda
     except Exception: return False
@@ -782,28 +782,41 @@ def split_encoded(data) -> list:
     return list(torch.split(data[0], data[1].tolist())) if isinstance(data, tuple) else list(data)
 
 class JpegBatchTransform:
-    "Decode a list of JPEG byte tensors on `device` and apply the ImageNet-LT train or test transform; a (B, 3, S, S) float batch."
+    "Decode a list of JPEG byte tensors and apply a train or test transform, one random draw per image; a (B, 3, S, S) float batch on `device`."
     def __init__(self, train: bool = True, image_size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                 color_jitter: bool = True,   # ImageNet-LT / Places-LT: True; iNaturalist: False
-                 device="cuda"):
+                 color_jitter: bool = True,   # ImageNet-LT / Places-LT: True; iNaturalist: False (ignored when `jitter` is given)
+                 device="cuda",               # where the crops, flips and normalisation run, and where the batch ends up
+                 scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),   # RandomResizedCrop's area and aspect ranges
+                 flip_p: float | None = 0.5,  # RandomHorizontalFlip's p; None: no flip (and no random draw for it)
+                 resize: int | None = None,   # test transform's Resize (short side); None: round(image_size / 0.875)
+                 jitter=None,                 # a T.ColorJitter to apply (overrides `color_jitter`)
+                 decode_device=None):         # where decode_jpeg runs (None: `device`; "cpu" where nvJPEG is missing)
         self.train, self.size, self.device = train, image_size, torch.device(device)
-        self.resize = int(round(image_size / 0.875))
-        self.jitter = T.ColorJitter(0.4, 0.4, 0.4, 0) if train and color_jitter else None
+        self.decode_device = self.device if decode_device is None else torch.device(decode_device)
+        self.scale, self.ratio, self.flip_p = tuple(scale), tuple(ratio), flip_p
+        self.resize = int(round(image_size / 0.875)) if resize is None else int(resize)
+        self.jitter = jitter if jitter is not None else (T.ColorJitter(0.4, 0.4, 0.4, 0) if train and color_jitter else None)
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
     def _one(self, x: torch.Tensor) -> torch.Tensor:
+        "One image: the PIL transform's random draws in the same order (crop box, flip, jitter), from torch's CPU generator."
         import torchvision.transforms.functional as F
         if not self.train: return F.center_crop(F.resize(x, [self.resize], antialias=True), [self.size, self.size])
-        i, j, h, w = T.RandomResizedCrop.get_params(x, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))
+        i, j, h, w = T.RandomResizedCrop.get_params(x, scale=self.scale, ratio=self.ratio)
         x = F.resized_crop(x, i, j, h, w, [self.size, self.size], antialias=True)
-        if torch.rand(()) < 0.5: x = F.hflip(x)
+        if self.flip_p is not None and torch.rand(1) < self.flip_p: x = F.hflip(x)
         return self.jitter(x) if self.jitter is not None else x
     def __call__(self, data) -> torch.Tensor:
         "`data`: a list of JPEG byte tensors, or the (bytes, lengths) pair of `encoded_collate`."
         from torchvision.io import decode_jpeg, ImageReadMode
-        imgs = decode_jpeg(split_encoded(data), mode=ImageReadMode.RGB, device=self.device)   # a list: one batched nvJPEG call on CUDA
+        imgs = decode_jpeg(split_encoded(data), mode=ImageReadMode.RGB, device=self.decode_device)   # one batched nvJPEG call on CUDA
+        if self.decode_device != self.device: imgs = [im.to(self.device, non_blocking=True) for im in imgs]
         x = torch.stack([self._one(im) for im in imgs]).float().div_(255)
         return (x - self.mean) / self.std
+    def __repr__(self):
+        what = (f"RandomResizedCrop({self.size}, scale={self.scale}, ratio={tuple(round(r, 4) for r in self.ratio)}), "
+                f"flip p={self.flip_p}, jitter={self.jitter!r}" if self.train else f"Resize({self.resize}), CenterCrop({self.size})")
+        return f"JpegBatchTransform({what}; decode on {self.decode_device}, transform on {self.device})"
 
 class GpuDecodedLoader:
     "Wrap a DataLoader over an `EncodedImageList` (collate `encoded_collate`): yields (decoded images, labels, indices)."
@@ -811,3 +824,31 @@ class GpuDecodedLoader:
     def __len__(self): return len(self.loader)
     def __iter__(self):
         for data, y, i in self.loader: yield self.transform(data), y, i
+
+# %% ../nbs/01_data.ipynb #f91fdf4e
+def _square(size) -> int | None:
+    "S for a size of S or (S, S); None for a non-square size."
+    s = [size] if isinstance(size, int) else list(size)
+    return int(s[0]) if len(s) == 1 or (len(s) == 2 and s[0] == s[1]) else None
+
+def jpeg_batch_transform(
+    tf,                   # a dataset's PIL transform (a T.Compose)
+    device="cpu",         # the training device (crops, flips and normalisation run there)
+    decode_device=None,   # where decode_jpeg runs (None: `device`)
+) -> JpegBatchTransform | None:
+    "The batched, per-image-random twin of an ImageNet-LT / Places-LT / iNaturalist PIL transform, or None when `tf` has none."
+    ops = list(tf.transforms) if isinstance(tf, T.Compose) else [tf]
+    if len(ops) < 3 or type(ops[-1]) is not T.Normalize or type(ops[-2]) is not T.ToTensor: return None
+    head, norm, bil = ops[:-2], ops[-1], T.InterpolationMode.BILINEAR
+    kw = dict(mean=tuple(norm.mean), std=tuple(norm.std), device=device, decode_device=decode_device)
+    if [type(o) for o in head] == [T.Resize, T.CenterCrop]:
+        r, c = head
+        if r.interpolation != bil or r.max_size is not None or _square(r.size) is None or _square(c.size) is None: return None
+        return JpegBatchTransform(train=False, image_size=_square(c.size), resize=_square(r.size), **kw)
+    if not head or type(head[0]) is not T.RandomResizedCrop: return None
+    crop, rest, flip, jitter = head[0], head[1:], None, None
+    if rest and type(rest[0]) is T.RandomHorizontalFlip: flip, rest = rest[0].p, rest[1:]
+    if rest and type(rest[0]) is T.ColorJitter: jitter, rest = rest[0], rest[1:]
+    if rest or crop.interpolation != bil or _square(crop.size) is None: return None
+    return JpegBatchTransform(train=True, image_size=_square(crop.size), scale=crop.scale, ratio=crop.ratio, flip_p=flip,
+                              jitter=jitter, color_jitter=False, **kw)

@@ -65,7 +65,7 @@ def lr_at(
     return base_lr * warm * f
 
 # %% ../nbs/05_engine.ipynb #765e177c
-DATA_PATHS = ("auto", "device", "loader")
+DATA_PATHS = ("auto", "device", "loader", "decode")
 
 @dataclass
 class TrainConfig:
@@ -83,7 +83,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     amp: Any = "auto"              # "auto" | True | False
     channels_last: Any = "auto"    # "auto" (= True) | True | False
-    data_path: str = "auto"        # "auto" | "device" (ltnb.fastdata) | "loader" (DataLoader)
+    data_path: str = "auto"        # "auto" | "device" (ltnb.fastdata) | "loader" (DataLoader) | "decode" (JPEG bytes, decoded per batch)
     compile: bool = False          # torch.compile the model for training steps
     device: str = "auto"           # "auto" | "cpu" | "cuda" | "cuda:1" ...
     seed: int = 0
@@ -292,16 +292,23 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp)
 
     def _resolve_data_path(self) -> str:
-        "'device' or 'loader' for this run (see the configuration notes)."
+        "'device', 'loader' or 'decode' for this run (see the configuration notes)."
         from ltnb.fastdata import batched_transform
-        from ltnb.data import ArrayDataset
-        want = self.cfg.data_path
+        from ltnb.data import ArrayDataset, ImageListDataset, gpu_jpeg_available, jpeg_batch_transform
+        want, cuda = self.cfg.data_path, self.device.type == "cuda"
         train = getattr(self.data, "train", None)
         ok = isinstance(train, ArrayDataset) and batched_transform(train.transform) is not None
+        jpeg = isinstance(train, ImageListDataset) and jpeg_batch_transform(train.transform) is not None
         if want == "device" and not ok:
             raise ValueError(f"data_path='device' needs an in-memory training set whose transform has a batched equivalent; "
                              f"{type(train).__name__} with {getattr(train, 'transform', None)!r} has none: use data_path='loader'")
-        if want == "auto": return "device" if ok and self.device.type == "cuda" else "loader"
+        if want == "decode" and not jpeg:
+            raise ValueError(f"data_path='decode' needs a JPEG file-list training set (imagenet_lt, places_lt, inat18) whose transform "
+                             f"is RandomResizedCrop [+ flip] [+ ColorJitter] + ToTensor + Normalize; {type(train).__name__} with "
+                             f"{getattr(train, 'transform', None)!r} is not: use data_path='loader'")
+        gpu_decode = jpeg and cuda and gpu_jpeg_available(self.device)
+        self._decode_device = self.device if gpu_decode else torch.device("cpu")   # nvJPEG where it works, else libjpeg
+        if want == "auto": return "device" if ok and cuda else "decode" if gpu_decode else "loader"
         return want
 
     def _loader(self, ds, sampler=None, train=False):
@@ -316,8 +323,13 @@ class Trainer:
         # evaluation loaders keep their workers for the run; a training loader does not: its workers take their seeds
         # from the global RNG the Trainer re-seeds every epoch, which keeps a resumed run bit-identical
         w = self.cfg.num_workers
-        return DataLoader(ds, batch_size=bs, sampler=sampler, shuffle=False, num_workers=w, pin_memory=self.device.type == "cuda",
-                          drop_last=train and self.cfg.drop_last, persistent_workers=w > 0 and not train)
+        kw = dict(batch_size=bs, sampler=sampler, shuffle=False, num_workers=w, pin_memory=self.device.type == "cuda",
+                  drop_last=train and self.cfg.drop_last, persistent_workers=w > 0 and not train)
+        if self.data_path == "decode":   # workers read bytes; the batch is decoded and augmented on the device, in this process
+            from ltnb.data import ImageListDataset, EncodedImageList, encoded_collate, GpuDecodedLoader, jpeg_batch_transform
+            tf = jpeg_batch_transform(ds.transform, self.device, self._decode_device) if isinstance(ds, ImageListDataset) else None
+            if tf is not None: return GpuDecodedLoader(DataLoader(EncodedImageList(ds), collate_fn=encoded_collate, **kw), tf)
+        return DataLoader(ds, **kw)
 
     def _eval_loader(self, split: str):
         "One loader per evaluation split, kept for the run (its workers persist between evaluations)."
