@@ -35,6 +35,8 @@ MULTI_EXPERT_UNSUPPORTED = {
     "tau_norm": "single-head",   # τ-norm rescales the rows of one classifier weight; a multi-expert model has E heads
     "tau_norm_wd": "single-head",  # the same τ-norm, on IWB's weight-decayed stage 1
 }
+# methods that need experts to route between: on the single-head cnn8 they refuse with a clear ValueError (checked)
+SINGLE_HEAD_UNSUPPORTED = {"ride_ea": "single head"}   # RIDE-EA's router sends samples to the next expert
 # combinations that fail today, with the reason; strict xfail, so a fix shows up as XPASS -> failure: delete the entry
 KNOWN_FAILURES: dict = {}   # name -> reason; strict xfail, so a fixed bug turns the case red until its entry is removed
 
@@ -149,11 +151,22 @@ SMALL_CNN8 = dict(widths=(8, 16, 32))   # a narrow cnn8: the checks do not need 
 
 @pytest.mark.parametrize("name", PLAIN)
 def test_method_trains(name):
+    single_head_check(name)
     train_one(name, digits(), "cnn8", 1, **SMALL_CNN8)
+
+
+def single_head_check(name):
+    "A method that needs several experts refuses a single-head model with a clear error (then the case is skipped)."
+    base = name.split("+")[0]
+    if base in SINGLE_HEAD_UNSUPPORTED:
+        with pytest.raises(ValueError, match=SINGLE_HEAD_UNSUPPORTED[base]):
+            train_one(name, digits(), "cnn8", 1, **SMALL_CNN8)
+        pytest.skip(f"{name} needs a multi-expert model: it refuses a single head with a clear ValueError (checked)")
 
 
 @pytest.mark.parametrize("name", [_param(n) for n in WRAPPED])
 def test_wrapped_method_trains(name):
+    single_head_check(name)
     train_one(name, digits(), "cnn8", 1, **SMALL_CNN8)
 
 
