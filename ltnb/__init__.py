@@ -11,6 +11,7 @@ from . import core, sampling, data, models, losses, metrics, engine, tables, con
 from . import iur, icl, ikl, ikl_figures                                                  # IKL / LTRL (its figures, LTRL Tables 1-6)
 from . import shike                                                                       # SHIKE
 from . import ride                                                                        # RIDE, RIDE-EA
+from . import sade                                                                        # SADE (test-agnostic multi-expert baseline)
 from . import iwb                                                                         # IWB, weight balancing
 from . import calibration                                                                 # long-tail calibration
 from . import fastdata, bench, distributed                                                # speed and scale: the device data path, benchmarks, torchrun
