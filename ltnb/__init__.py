@@ -12,6 +12,7 @@ from . import iur, icl, ikl, ikl_figures                                        
 from . import shike                                                                       # SHIKE
 from . import ride                                                                        # RIDE, RIDE-EA
 from . import sade                                                                        # SADE (test-agnostic multi-expert baseline)
+from . import ncl, bbn                                                                    # NCL, BBN
 from . import iwb                                                                         # IWB, weight balancing
 from . import calibration                                                                 # long-tail calibration
 from . import fastdata, bench, distributed                                                # speed and scale: the device data path, benchmarks, torchrun
