@@ -10,6 +10,7 @@ __all__ = []
 from . import core, sampling, data, models, losses, metrics, engine, tables, config, experiments, reproduce  # the foundation
 from . import iur, icl, ikl, ikl_figures                                                  # IKL / LTRL (its figures, LTRL Tables 1-6)
 from . import shike                                                                       # SHIKE
+from . import mdcs                                                                        # MDCS (LTRL Tables 1-2: MDCS, MDCS+RL)
 from . import iwb                                                                         # IWB, weight balancing
 from . import calibration                                                                 # long-tail calibration
 from . import fastdata, bench, distributed                                                # speed and scale: the device data path, benchmarks, torchrun
