@@ -13,6 +13,7 @@ from . import shike                                                             
 from . import ride                                                                        # RIDE, RIDE-EA
 from . import sade                                                                        # SADE (test-agnostic multi-expert baseline)
 from . import ncl, bbn                                                                    # NCL, BBN
+from . import mdcs                                                                        # MDCS (LTRL Tables 1-2: MDCS, MDCS+RL)
 from . import iwb                                                                         # IWB, weight balancing
 from . import calibration                                                                 # long-tail calibration
 from . import fastdata, bench, distributed                                                # speed and scale: the device data path, benchmarks, torchrun
