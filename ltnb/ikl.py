@@ -132,7 +132,7 @@ class IKL(Method):
         if self._experts and not hasattr(base, "expert_adjusted_logits") and hp["ks_logits"] == "adjusted":
             raise ValueError(f"ks_experts='per_expert' with adjusted logits needs a base with `expert_adjusted_logits` "
                              f"(RIDE, SADE, MDCS); {base.name!r} has none")
-        self._ks_off = hp["loss_form"] == "code" and code.get("ks") == "off"   # released RIDE+RL: hard-label base loss + KR
+        self._ks_off = hp["loss_form"] == "code" and "ks" in code and code["ks"] in (None, "off")   # released RIDE+RL: hard-label base loss + KR
         if hp["loss_form"] == "code" and not self._experts: _adjusted_logits(base, torch.zeros(1, len(base.counts)))   # fails early for other bases
         self.model_kw, self.no_weight_decay = base.model_kw, base.no_weight_decay
         self.paper_name = f"{getattr(base, 'paper_name', base.name)}+{self.suffix}" + ("+KC" if hp["kc"] and self.suffix == "IKL" else "")
@@ -241,9 +241,13 @@ class IKL(Method):
     def _ks(self, out, target, stable=True):
         "ICL / KS: on the ensemble logits, or summed over the experts' logits (`ks_experts`; raw or the base's adjusted)."
         soft = self._soft(target)
-        if not self._experts: return icl_loss(self._icl_logits(out["logits"].float()), soft, stable=stable)
-        if "expert_logits" not in out: raise ValueError("ks_experts='per_expert' needs a multi-expert model (out['expert_logits'])")
-        z = (self.base.expert_adjusted_logits(out) if self._ks_adjusted else out["expert_logits"]).float()
+        z = None
+        if self._experts: z = self.base.expert_adjusted_logits(out) if self._ks_adjusted else out.get("expert_logits")
+        if z is None:                                       # one head (e.g. BBN's): "auto" falls back to the ensemble
+            if self._experts and self.hp["ks_experts"] == "per_expert":
+                raise ValueError("ks_experts='per_expert' needs a multi-expert model (out['expert_logits'])")
+            return icl_loss(self._icl_logits(out["logits"].float()), soft, stable=stable)
+        z = z.float()
         if self.hp["icl_temperature"] != 1: z = z / self.hp["icl_temperature"]
         return sum(icl_loss(ze, soft, stable=stable) for ze in z)
 
@@ -421,30 +425,30 @@ from .reproduce import declare_table
 _ALPHA = lambda a: ("ce+ikl", {"alpha": a})
 declare_table("ikl_table1", title="IKL Table 1 — CIFAR-100-LT top-1 at imbalance factors 10 / 50 / 100", dataset="cifar100_lt",
     sweep="imb_factor", scale_setting={"imb_factor": 100},
-    rows={"Softmax": "ce", "BBN": None, "BSCE": "bsce", "RIDE": None, "SADE": None,
-          "Softmax+IKL": "ce+ikl", "BSCE+IKL": "bsce+ikl", "RIDE+IKL": None, "SADE+IKL": None,
+    rows={"Softmax": "ce", "BBN": "bbn", "BSCE": "bsce", "RIDE": "ride", "SADE": "sade",
+          "Softmax+IKL": "ce+ikl", "BSCE+IKL": "bsce+ikl", "RIDE+IKL": "ride+ikl", "SADE+IKL": "sade+ikl",
           "BSCE†": None, "PaCo†": None, "SADE†": None, "BSCE+IKL†": None, "PaCo+IKL†": None, "SADE+IKL†": None})
 declare_table("ikl_table2", title="IKL Table 2 — ImageNet-LT, many / medium / few / all", dataset="imagenet_lt",
-    rows={"Softmax": "ce", "Decouple-LWS": "lws", "BSCE": "bsce", "LADE": None, "PaCo": None, "RIDE": None, "SADE": None,
-          "Softmax+IKL": "ce+ikl", "BSCE+IKL": "bsce+ikl", "PaCo+IKL": None, "RIDE+IKL": None, "SADE+IKL": None,
+    rows={"Softmax": "ce", "Decouple-LWS": "lws", "BSCE": "bsce", "LADE": None, "PaCo": None, "RIDE": "ride", "SADE": "sade",
+          "Softmax+IKL": "ce+ikl", "BSCE+IKL": "bsce+ikl", "PaCo+IKL": None, "RIDE+IKL": "ride+ikl", "SADE+IKL": "sade+ikl",
           "PaCo†": None, "SADE†": None, "PaCo+IKL†": None, "SADE+IKL†": None})
 declare_table("ikl_table3", title="IKL Table 3 — Places-LT (ImageNet-pretrained ResNet-152)", dataset="places_lt",
-    rows={"Softmax": "ce", "BLS": "bsce", "LADE": None, "RIDE": None, "SADE": None,      # BLS = balanced softmax
-          "Softmax+IKL": "ce+ikl", "BLS+IKL": "bsce+ikl", "LADE+IKL": None, "RIDE+IKL": None, "SADE+IKL": None,
-          "PaCo†": None, "NCL": None, "PaCo+IKL†": None})
+    rows={"Softmax": "ce", "BLS": "bsce", "LADE": None, "RIDE": "ride", "SADE": "sade",      # BLS = balanced softmax
+          "Softmax+IKL": "ce+ikl", "BLS+IKL": "bsce+ikl", "LADE+IKL": None, "RIDE+IKL": "ride+ikl", "SADE+IKL": "sade+ikl",
+          "PaCo†": None, "NCL": "ncl", "PaCo+IKL†": None})
 declare_table("ikl_table4", title="IKL Table 4 — iNaturalist 2018", dataset="inat18",
-    rows={"Softmax": "ce", "BLS": "bsce", "LADE†": None, "MiSLAS": None, "RIDE": None, "SADE": None,
-          "Softmax+IKL": "ce+ikl", "BLS+IKL": "bsce+ikl", "LADE+IKL": None, "RIDE+IKL": None, "SADE+IKL": None,
-          "PaCo†": None, "SADE†": None, "NCL": None, "PaCo+IKL†": None, "SADE+IKL†": None, "NCL+IKL†": None})
+    rows={"Softmax": "ce", "BLS": "bsce", "LADE†": None, "MiSLAS": None, "RIDE": "ride", "SADE": "sade",
+          "Softmax+IKL": "ce+ikl", "BLS+IKL": "bsce+ikl", "LADE+IKL": None, "RIDE+IKL": "ride+ikl", "SADE+IKL": "sade+ikl",
+          "PaCo†": None, "SADE†": None, "NCL": "ncl", "PaCo+IKL†": None, "SADE+IKL†": None, "NCL+IKL†": None})
 declare_table("ikl_table5", title="IKL Table 5 — ImageNet-LT top-1 per backbone", dataset="imagenet_lt",
     sweep="backbone", sweep_values={"ResNet-50": "resnet50", "ResNeXt-50": "resnext50_32x4d", "Swin-T": None, "Swin-S": None},
     scale_setting={"backbone": "ResNeXt-50"},   # IKL's ImageNet-LT backbone: the column another model is compared with
-    rows={"Softmax": "ce", "OLTR": None, "τ-norm": "tau_norm", "cRT": "crt", "LWS": "lws", "LDAM": "ldam_drw", "RIDE": None,
+    rows={"Softmax": "ce", "OLTR": None, "τ-norm": "tau_norm", "cRT": "crt", "LWS": "lws", "LDAM": "ldam_drw", "RIDE": "ride",
           "Softmax+IKL": "ce+ikl", "τ-norm+IKL": "tau_norm+ikl", "cRT+IKL": "crt+ikl", "LWS+IKL": "lws+ikl",
-          "LDAM+IKL": "ldam_drw+ikl", "RIDE+IKL": None})
+          "LDAM+IKL": "ldam_drw+ikl", "RIDE+IKL": "ride+ikl"})
 declare_table("ikl_table6", title="IKL Table 6 — CIFAR-100-LT (IF 100), many / medium / few / all", dataset="cifar100_lt",
-    rows={"Softmax": "ce", "OLTR": None, "τ-norm": "tau_norm", "cRT": "crt", "LDAM": "ldam_drw", "RIDE": None, "SADE": None,
-          "Softmax+IKL": "ce+ikl", "LDAM+IKL": "ldam_drw+ikl", "RIDE+IKL": None, "SADE+IKL": None})
+    rows={"Softmax": "ce", "OLTR": None, "τ-norm": "tau_norm", "cRT": "crt", "LDAM": "ldam_drw", "RIDE": "ride", "SADE": "sade",
+          "Softmax+IKL": "ce+ikl", "LDAM+IKL": "ldam_drw+ikl", "RIDE+IKL": "ride+ikl", "SADE+IKL": "sade+ikl"})
 declare_table("ikl_table7", title="IKL Table 7 — IUR / ICL ablation on Softmax, CIFAR-100-LT IF 100", dataset="cifar100_lt",
     rows={"Softmax": "ce", "Softmax+ICL": "ce+ikl+noiur", "Softmax+IUR": "ce+ikl+noicl", "Softmax+IUR+ICL": "ce+ikl"})
 declare_table("ikl_table8", title="IKL Table 8 — the α strategies of Eq. 9 (Softmax + IKL, CIFAR-100-LT IF 100)",
@@ -455,8 +459,9 @@ declare_table("ikl_table8", title="IKL Table 8 — the α strategies of Eq. 9 (S
           "Parabolic Increment": _ALPHA("parabolic")})
 declare_table("ltrl_table8", title="LTRL Table 8 — KR / KS / KC ablation (RIDE and SADE; ImageNet-LT, iNat 2018)",
     dataset="imagenet_lt", scale_setting={"dataset": "imagenet_lt"},
-    rows={"RIDE": None, "SADE": None, "RIDE+KR": None, "SADE+KR": None, "RIDE+KS": None, "SADE+KS": None,
-          "RIDE+KR+KS": None, "SADE+KR+KS": None, "RIDE+KR+KS+KC": None, "SADE+KR+KS+KC": None})
+    rows={"RIDE": "ride", "SADE": "sade", "RIDE+KR": "ride+ltrl+noicl+nokc", "SADE+KR": "sade+ltrl+noicl+nokc",
+          "RIDE+KS": "ride+ltrl+noiur+nokc", "SADE+KS": "sade+ltrl+noiur+nokc", "RIDE+KR+KS": "ride+ltrl+nokc",
+          "SADE+KR+KS": "sade+ltrl+nokc", "RIDE+KR+KS+KC": "ride+ltrl", "SADE+KR+KS+KC": "sade+ltrl"})
 
 def ltrl_ablation_rows(base: str = "bsce", label: str | None = None) -> dict:
     "LTRL Table 8's five rows (none, KR, KS, KR+KS, KR+KS+KC) on the base method `base`."

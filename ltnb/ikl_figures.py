@@ -22,7 +22,8 @@ __all__ = ['LTRL_HOSTS', 'ltrl_row', 'ltrl_rows', 'gt_logit_grad', 'IKLGradLog',
 
 # %% ../nbs/13_ikl_figures.ipynb #82a87b9a
 LTRL_HOSTS = {"Softmax": "ce", "BSCE": "bsce", "BLS": "bsce", "Decouple-LWS": "lws", "LWS": "lws",
-              "τ-norm": "tau_norm", "cRT": "crt", "LDAM": "ldam_drw"}   # LTRL row label -> ltnb method (as IKL's tables)
+              "τ-norm": "tau_norm", "cRT": "crt", "LDAM": "ldam_drw",
+              "RIDE": "ride", "SADE": "sade", "BBN": "bbn", "NCL": "ncl"}   # LTRL row label -> ltnb method (as IKL's tables)
 
 def ltrl_row(label: str) -> str | None:
     "The ltnb method of an LTRL slide row: its host, `<host>+ltrl` for 'X+RL'; None for hosts ltnb lacks (a † label is none)."

@@ -431,20 +431,20 @@ declare_table("shike_table1", title="SHIKE Table 1 — CIFAR-100-LT top-1 at imb
     sweep="imb_factor", scale_setting={"imb_factor": 100},
     rows={"Focal Loss": "focal", "OLTR": None, "LDAM-DRW": "ldam_drw", "τ-norm": "tau_norm", "cRT": "crt",
           "BALMS": None, "LADE": None, "GCL": None, "Weight Balancing": None, "BALMS+BatchFormer": None, "PaCo": None,
-          "PaCo+BatchFormer": None, "BCL": None, "RIDE (3E)": None, "ResLT (3E)": None, "TLC (4E)": None,
-          "NCL (S)": None, "NCL (3N)": None, "Ours (3E)": _SHIKE})
+          "PaCo+BatchFormer": None, "BCL": None, "RIDE (3E)": "ride", "ResLT (3E)": None, "TLC (4E)": None,
+          "NCL (S)": ("ncl", {"model.num_experts": 1}), "NCL (3N)": "ncl", "Ours (3E)": _SHIKE})
 declare_table("shike_table2", title="SHIKE Table 2 — ImageNet-LT (ResNet-50 / ResNeXt-50) and iNaturalist 2018 (ResNet-50)",
     dataset="imagenet_lt", sweep="backbone", sweep_values={"ResNet-50": "resnet50", "ResNeXt-50": "resnext50_32x4d"},
     scale_setting={"dataset": "imagenet_lt", "backbone": "ResNet-50"},
     rows={"OLTR": None, "LDAM-DRW": "ldam_drw", "cRT": "crt", "τ-norm": "tau_norm", "BALMS": None, "LA": "la",
           "CAM": None, "GCL": None, "Weight Balancing": None, "SSD": None, "PaCo": None, "BCL": None, "RIDE+BF": None,
-          "BALMS+BF": None, "BBN": None, "RIDE (3E)": None, "ACE": None, "NCL (S)": None, "NCL (3N)": None,
+          "BALMS+BF": None, "BBN": "bbn", "RIDE (3E)": "ride", "ACE": None, "NCL (S)": ("ncl", {"model.num_experts": 1}), "NCL (3N)": "ncl",
           "Ours (3E)": _SHIKE})
 declare_table("shike_table3", title="SHIKE Table 3 — Places-LT (ImageNet-pretrained ResNet-152, shared trunk fixed)",
     dataset="places_lt",
     rows={"Focal Loss": "focal", "OLTR": None, "NCM": "ncm", "cRT": "crt", "τ-norm": "tau_norm", "LWS": "lws",
           "BALMS": None, "LADE": None, "DisAlign": None, "GCL": None, "LDAM+RSG": None, "PaCo": None, "LFME": None,
-          "NCL (S)": None, "NCL (3N)": None, "Ours (3E)": (_SHIKE, {"freeze_shared": True})})
+          "NCL (S)": ("ncl", {"model.num_experts": 1}), "NCL (3N)": "ncl", "Ours (3E)": (_SHIKE, {"freeze_shared": True})})
 declare_table("shike_table4", title="SHIKE Table 4 — ablation: MoE, DKF, L_mu, L_nt (CIFAR-100-LT IF 100, decoupled training)",
     dataset="cifar100_lt",
     rows={"plain ResNet-32": (_SHIKE, {"model.num_experts": 1, "model.dkf": False}),
