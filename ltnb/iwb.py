@@ -358,7 +358,7 @@ declare_table("iwb_table1", title="IWB Table 1 — CIFAR-100-LT top-1 at imbalan
     rows={"CE": "ce", "focal": "focal", "CB": "cb_focal", "LDAM-DRW": "ldam_drw", "LogitAjust": "la", "τ-norm": "tau_norm",
           "IIF": None, "BALMS": None, "MARC": None, "WD+MaxNorm": "wb", "WD+MaxNorm+CB": _CB("wb"),
           "IWB(ours)": "iwb", "IWB+CB(ours)": _CB("iwb"), "KD": None, "SSD": None, "Paco": None, "BCL": None,
-          "ACE": None, "RIDE(4 experts)": None})
+          "ACE": None, "RIDE(4 experts)": ("ride", {"model.num_experts": 4})})
 declare_table("iwb_table2", title="IWB Table 2 — ImageNet-LT and iNaturalist 2018, many / medium / few / all",
     dataset="imagenet_lt", scale_setting={"dataset": "imagenet_lt"},
     note="WD+MaxN. is read as WB with CB (its CIFAR number is Table 1's WD+MaxNorm+CB); IWB as Table 1's IWB (CE).",
