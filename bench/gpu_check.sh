@@ -6,6 +6,7 @@
 # 2. ltnb's paths against the reference loop on CUDA (bench/speed.py) and whole epochs projected to 200 (the ≤ 2 min target);
 #    ResNet-50 at 224 px on a JPEG tree (PIL reference vs ltnb's loader and decode paths)
 # 3. many runs at once on one GPU (bench/jobs_wall.py), if present
+# 5. torchrun -m ltnb.experiments (NCCL, one process) and RIDE/SADE/NCL/BBN/MDCS (+IKL/LTRL) smoke runs on CUDA
 # Figures go to $OUT (the device tool brings them back) or ./gpu_check_out. `GPU_CHECK_DEVICE=cpu` dry-runs it here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +48,15 @@ step "4. many runs at once"
 if [ "$DEV" = cuda ]; then   # several small runs on one GPU (device "auto" = cuda there)
   python3 bench/jobs_wall.py --table ikl_table7 --dataset digits_lt --budget cpu --seeds 0 1 --jobs 1 2 4 8 --out "$RAW/jobs_wall_gpu.csv" 2>&1 | tee "$RAW/jobs.txt" || status=1
 fi
+step "5. torchrun from the package entry point, and the multi-expert methods on the device"
+DD=$([ "$DEV" = cuda ] && echo cuda || echo cpu)
+python3 -m torch.distributed.run --standalone --nproc_per_node=1 -m ltnb.experiments --dataset digits_lt --method ce \
+  --budget smoke --device $DD --runs-dir "$RAW/runs_torchrun" 2>&1 | tail -3 | tee "$RAW/torchrun.txt" || status=1
+if [ "$DEV" = cuda ]; then
+  python3 -m ltnb.experiments --dataset digits_lt --method ride sade ncl bbn mdcs ride+ikl sade+ltrl+code --budget smoke \
+    --device cuda --runs-dir "$RAW/runs_methods" 2>&1 | tail -8 | tee "$RAW/methods.txt" || status=1
+fi
+rm -rf "$RAW/runs_torchrun" "$RAW/runs_methods"
 step "done (status $status)"
 tar czf "$OUT/gpu_check.tgz" -C "$RAW" . && rm -rf "$RAW"      # one file back (the device tool returns at most 8)
 exit $status
