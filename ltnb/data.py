@@ -19,7 +19,7 @@ from .sampling import img_num_per_cls, select_lt_indices, shot_groups, ShotGroup
 __all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'INAT_MEAN', 'INAT_STD', 'FMNIST_MEAN', 'FMNIST_STD',
            'MNIST_MEAN', 'MNIST_STD', 'DIGITS_MEAN', 'DIGITS_STD', 'DATA_ENV', 'DATASETS', 'register_dataset',
            'FMNIST_CLASSES', 'CIFAR10_CLASSES', 'ArrayDataset', 'ImageListDataset', 'LTData', 'ToFloat', 'Cutout',
-           'cifar_transforms', 'small_transforms', 'imagenet_transforms', 'read_idx', 'read_cifar_batch',
+           'cifar_transforms', 'randaugment', 'small_transforms', 'imagenet_transforms', 'read_idx', 'read_cifar_batch',
            'read_split_file', 'check_split_labels', 'find_missing_images', 'stratified_split', 'find_checkout',
            'data_dir', 'can_download', 'get_dataset', 'digits_lt', 'fmnist_lt', 'mnist_lt', 'cifar10_lt', 'cifar100_lt',
            'imagenet_lt', 'places_lt', 'inat18', 'resized_size', 'resized_cache_dir', 'build_resized_cache',
@@ -119,6 +119,7 @@ class Cutout:
 # %% ../nbs/01_data.ipynb #21c264e3
 def cifar_transforms(
     augment: bool | str = True,  # False | True (crop + flip) | "autoaugment" (+ AutoAugment CIFAR10 policy + Cutout)
+                                 # | "randaugment" (crop + flip + RandAugment(2, 10): the † recipes)
     mean=CIFAR_MEAN, std=CIFAR_STD,
 ) -> tuple:
     "(train, test) transforms of CIFAR-LT for uint8 (3, 32, 32) tensors."
@@ -128,7 +129,13 @@ def cifar_transforms(
     if augment == "autoaugment":
         return T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.AutoAugment(T.AutoAugmentPolicy.CIFAR10),
                           ToFloat(), Cutout(1, 16), T.Normalize(mean, std)]), test
-    raise ValueError(f"unknown augment {augment!r}: use False, True or 'autoaugment'")
+    if augment == "randaugment":
+        return T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), randaugment(), ToFloat(), T.Normalize(mean, std)]), test
+    raise ValueError(f"unknown augment {augment!r}: use False, True, 'autoaugment' or 'randaugment'")
+
+def randaugment() -> T.RandAugment:
+    "RandAugment with 2 ops at magnitude 10 (PaCo's `rand-n2-m10`, the † rows' augmentation); tensors or PIL images."
+    return T.RandAugment(num_ops=2, magnitude=10)
 
 def small_transforms(
     size: int,                   # image side (8 for digits, 28 for (Fashion-)MNIST)
@@ -143,7 +150,10 @@ def small_transforms(
         return T.Compose([T.RandomCrop(size, padding=max(size // 8, 1)), *([T.RandomHorizontalFlip()] if flip else []),
                           ToFloat(), T.Normalize(mean, std)]), test
     if augment == "flip" and flip: return T.Compose([T.RandomHorizontalFlip(), ToFloat(), T.Normalize(mean, std)]), test
-    raise ValueError(f"augment {augment!r} is not available here: use False or True" + (" or 'flip'" if flip else ""))
+    if augment == "randaugment":   # the † recipes: crop (+ flip) + RandAugment(2, 10)
+        return T.Compose([T.RandomCrop(size, padding=max(size // 8, 1)), *([T.RandomHorizontalFlip()] if flip else []),
+                          randaugment(), ToFloat(), T.Normalize(mean, std)]), test
+    raise ValueError(f"augment {augment!r} is not available here: use False or True, or 'randaugment'" + (" or 'flip'" if flip else ""))
 
 def imagenet_transforms(
     augment: bool | str = True,  # False: the test transform for training too
@@ -154,9 +164,11 @@ def imagenet_transforms(
     "(train, test) transforms of ImageNet-LT, Places-LT and iNaturalist for PIL images."
     test = T.Compose([T.Resize(int(round(image_size / 0.875))), T.CenterCrop(image_size), T.ToTensor(), T.Normalize(mean, std)])
     if augment is False: return test, test
-    if augment is not True: raise ValueError(f"augment {augment!r} is not available for this dataset: use False or True")
-    jitter = [T.ColorJitter(0.4, 0.4, 0.4, 0)] if color_jitter else []
-    return T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), *jitter, T.ToTensor(), T.Normalize(mean, std)]), test
+    if augment not in (True, "randaugment"):
+        raise ValueError(f"augment {augment!r} is not available for this dataset: use False or True, or 'randaugment'")
+    jitter = [T.ColorJitter(0.4, 0.4, 0.4, 0)] if color_jitter and augment is True else []
+    ra = [randaugment()] if augment == "randaugment" else []       # the † recipes: RandAugment instead of colour jitter
+    return T.Compose([T.RandomResizedCrop(image_size), T.RandomHorizontalFlip(), *jitter, *ra, T.ToTensor(), T.Normalize(mean, std)]), test
 
 # %% ../nbs/01_data.ipynb #9fb64835
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

@@ -20,12 +20,12 @@ if __name__ == "__main__" and "__file__" in globals():
     _main(); raise SystemExit(0)
 
 # %% auto #0
-__all__ = ['BUDGETS', 'MANIFEST', 'RERUN', 'METRICS', 'recipe', 'method_values', 'project_root', 'default_runs_dir',
-           'figures_dir', 'run_config', 'config_hash', 'run_dir', 'provenance', 'to_json', 'Run', 'is_finished',
-           'DamagedRun', 'write_manifest', 'verify_run', 'set_aside', 'build', 'RunLocked', 'run_lock', 'run',
-           'cached_run', 'training_slot', 'make_trainer', 'runs_frame', 'row_frame', 'method_available', 'row_spec',
-           'describe_row', 'with_all_rows', 'row_overrides', 'method_overrides', 'row_configs', 'run_rows', 'JobFailed',
-           'run_many', 'Job', 'job_plan', 'job_worker', 'param_list', 'param_dict', 'plot_shot_groups',
+__all__ = ['BUDGETS', 'VARIANTS', 'MANIFEST', 'RERUN', 'METRICS', 'dagger', 'recipe', 'method_values', 'project_root',
+           'default_runs_dir', 'figures_dir', 'run_config', 'config_hash', 'run_dir', 'provenance', 'to_json', 'Run',
+           'is_finished', 'DamagedRun', 'write_manifest', 'verify_run', 'set_aside', 'build', 'RunLocked', 'run_lock',
+           'run', 'cached_run', 'training_slot', 'make_trainer', 'runs_frame', 'row_frame', 'method_available',
+           'row_spec', 'describe_row', 'with_all_rows', 'row_overrides', 'method_overrides', 'row_configs', 'run_rows',
+           'JobFailed', 'run_many', 'Job', 'job_plan', 'job_worker', 'param_list', 'param_dict', 'plot_shot_groups',
            'plot_per_class', 'bench_main', 'run_bench', 'list_runs', 'under_torchrun', 'main', 'runs_main', 'run_cli']
 
 # %% ../nbs/06_experiments.ipynb #f622fadf
@@ -100,9 +100,21 @@ def _scaled(r: dict, epochs: int, batch_size: int) -> dict:
     if t.get("milestones"): t["milestones"] = [max(1, round(m * epochs / E)) for m in t["milestones"]]
     return r
 
-def recipe(dataset: str, budget: str = "smoke", **overrides) -> dict:
-    "The recipe (data / model / train / method dicts) for `dataset` at `budget`; `overrides` are dotted keys, e.g. `train.lr=0.05`."
+def dagger(r: dict) -> dict:
+    """The † variant of a recipe (IKL / LTRL tables: "RandAugment, 400 epochs"): RandAugment(2, 10) after crop and flip
+    (`ltnb.data.randaugment`) and twice the epochs at every budget, steps in proportion, warm-up unchanged."""
+    r = copy.deepcopy(r); t = r["train"]
+    t["epochs"] = 2 * t["epochs"]
+    if t.get("milestones"): t["milestones"] = [2 * m for m in t["milestones"]]
+    r["data"]["augment"] = "randaugment"
+    return r
+
+VARIANTS = {"dagger": dagger}   # recipe variants a table row asks for with the override "recipe.variant"
+
+def recipe(dataset: str, budget: str = "smoke", variant: str | None = None, **overrides) -> dict:
+    "The recipe (data / model / train / method dicts) for `dataset` at `budget` (and `variant`, e.g. 'dagger'); `overrides` are dotted keys, e.g. `train.lr=0.05`."
     if budget not in BUDGETS: raise KeyError(f"unknown budget {budget!r}. Valid budgets: {', '.join(BUDGETS)}")
+    if variant is not None and variant not in VARIANTS: raise KeyError(f"unknown recipe variant {variant!r}; variants: {', '.join(VARIANTS)}")
     if dataset not in _PAPER: raise KeyError(f"no recipe for dataset {dataset!r}. Datasets with recipes: {', '.join(sorted(_PAPER))}")
     r = copy.deepcopy(_PAPER[dataset])
     if budget == "cpu":
@@ -116,6 +128,7 @@ def recipe(dataset: str, budget: str = "smoke", **overrides) -> dict:
         small = {"digits_lt": "cnn8", "fmnist_lt": "cnn28", "mnist_lt": "cnn28"}
         r["model"] = dict(name=small.get(dataset, "resnet32" if "cifar" in dataset else "resnet50"))
         r["train"]["lr"] = min(r["train"]["lr"], 0.05)
+    if variant is not None: r = VARIANTS[variant](r)
     r["budget"] = budget; r["dataset"] = dataset
     if not overrides: return r
     if any(k.startswith("method.") for k in overrides): raise ValueError("method.* overrides need a method: use run_config")
@@ -163,7 +176,8 @@ def run_config(dataset: str, method: str = "ce", budget: str = "smoke", seed: in
     from ltnb.losses import method_class, method_arguments, parent_method, split_method_name, WRAPPERS
     from ltnb.config import ConfigError, validate_config
     cls = method_class(method)
-    r = recipe(dataset, budget)
+    overrides = dict(overrides); variant = overrides.pop("recipe.variant", None)   # e.g. a † row: recipe variant "dagger"
+    r = recipe(dataset, budget, variant=variant)
     r["method_name"], r["seed"] = method, seed
     r["train"]["seed"] = seed
     r["method"] = method_values(method, dataset, budget, r["train"]["epochs"])
@@ -185,7 +199,8 @@ def run_config(dataset: str, method: str = "ce", budget: str = "smoke", seed: in
         _, wname, _ = split_method_name(method)
         wargs = set(method_arguments(pname)) - set(method_arguments(split_method_name(pname)[0])) if wname else set()
         pr = run_config(dataset, pname, budget, seed, method_kw={k: v for k, v in (method_kw or {}).items() if k in wargs} or None,
-                        **{k: v for k, v in user.items() if not k.startswith("method.")})
+                        **{k: v for k, v in user.items() if not k.startswith("method.")},
+                        **({"recipe.variant": variant} if variant else {}))
         r["parent"], r["model"] = pr, dict(pr["model"])    # the child starts from the parent's weights: same model
     elif not from_parent and not getattr(cls, "one_run", True):
         raise ConfigError(f"method {method!r} has no one-run form: it needs a finished parent run (from_parent=True)")

@@ -423,15 +423,16 @@ def plot_alpha_trajectories(df, ax=None):
 from .reproduce import declare_table
 
 _ALPHA = lambda a: ("ce+ikl", {"alpha": a})
+_DAGGER = {"recipe.variant": "dagger"}   # † rows: RandAugment, twice the epochs (400 at paper; `ltnb.experiments.dagger`)
 declare_table("ikl_table1", title="IKL Table 1 — CIFAR-100-LT top-1 at imbalance factors 10 / 50 / 100", dataset="cifar100_lt",
     sweep="imb_factor", scale_setting={"imb_factor": 100},
     rows={"Softmax": "ce", "BBN": "bbn", "BSCE": "bsce", "RIDE": "ride", "SADE": "sade",
           "Softmax+IKL": "ce+ikl", "BSCE+IKL": "bsce+ikl", "RIDE+IKL": "ride+ikl", "SADE+IKL": "sade+ikl",
-          "BSCE†": None, "PaCo†": None, "SADE†": None, "BSCE+IKL†": None, "PaCo+IKL†": None, "SADE+IKL†": None})
+          "BSCE†": ("bsce", _DAGGER), "PaCo†": None, "SADE†": ("sade", _DAGGER), "BSCE+IKL†": ("bsce+ikl", _DAGGER), "PaCo+IKL†": None, "SADE+IKL†": ("sade+ikl", _DAGGER)})
 declare_table("ikl_table2", title="IKL Table 2 — ImageNet-LT, many / medium / few / all", dataset="imagenet_lt",
     rows={"Softmax": "ce", "Decouple-LWS": "lws", "BSCE": "bsce", "LADE": None, "PaCo": None, "RIDE": "ride", "SADE": "sade",
           "Softmax+IKL": "ce+ikl", "BSCE+IKL": "bsce+ikl", "PaCo+IKL": None, "RIDE+IKL": "ride+ikl", "SADE+IKL": "sade+ikl",
-          "PaCo†": None, "SADE†": None, "PaCo+IKL†": None, "SADE+IKL†": None})
+          "PaCo†": None, "SADE†": ("sade", _DAGGER), "PaCo+IKL†": None, "SADE+IKL†": ("sade+ikl", _DAGGER)})
 declare_table("ikl_table3", title="IKL Table 3 — Places-LT (ImageNet-pretrained ResNet-152)", dataset="places_lt",
     rows={"Softmax": "ce", "BLS": "bsce", "LADE": None, "RIDE": "ride", "SADE": "sade",      # BLS = balanced softmax
           "Softmax+IKL": "ce+ikl", "BLS+IKL": "bsce+ikl", "LADE+IKL": None, "RIDE+IKL": "ride+ikl", "SADE+IKL": "sade+ikl",
@@ -439,7 +440,7 @@ declare_table("ikl_table3", title="IKL Table 3 — Places-LT (ImageNet-pretraine
 declare_table("ikl_table4", title="IKL Table 4 — iNaturalist 2018", dataset="inat18",
     rows={"Softmax": "ce", "BLS": "bsce", "LADE†": None, "MiSLAS": None, "RIDE": "ride", "SADE": "sade",
           "Softmax+IKL": "ce+ikl", "BLS+IKL": "bsce+ikl", "LADE+IKL": None, "RIDE+IKL": "ride+ikl", "SADE+IKL": "sade+ikl",
-          "PaCo†": None, "SADE†": None, "NCL": "ncl", "PaCo+IKL†": None, "SADE+IKL†": None, "NCL+IKL†": None})
+          "PaCo†": None, "SADE†": ("sade", _DAGGER), "NCL": "ncl", "PaCo+IKL†": None, "SADE+IKL†": ("sade+ikl", _DAGGER), "NCL+IKL†": ("ncl+ikl", _DAGGER)})
 declare_table("ikl_table5", title="IKL Table 5 — ImageNet-LT top-1 per backbone", dataset="imagenet_lt",
     sweep="backbone", sweep_values={"ResNet-50": "resnet50", "ResNeXt-50": "resnext50_32x4d", "Swin-T": None, "Swin-S": None},
     scale_setting={"backbone": "ResNeXt-50"},   # IKL's ImageNet-LT backbone: the column another model is compared with

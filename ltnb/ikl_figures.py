@@ -23,13 +23,18 @@ __all__ = ['LTRL_HOSTS', 'ltrl_row', 'ltrl_rows', 'gt_logit_grad', 'IKLGradLog',
 # %% ../nbs/13_ikl_figures.ipynb #82a87b9a
 LTRL_HOSTS = {"Softmax": "ce", "BSCE": "bsce", "BLS": "bsce", "Decouple-LWS": "lws", "LWS": "lws",
               "τ-norm": "tau_norm", "cRT": "crt", "LDAM": "ldam_drw",
-              "RIDE": "ride", "SADE": "sade", "BBN": "bbn", "NCL": "ncl"}   # LTRL row label -> ltnb method (as IKL's tables)
+              "RIDE": "ride", "SADE": "sade", "BBN": "bbn", "NCL": "ncl", "MDCS": "mdcs"}   # LTRL row label -> ltnb method (as IKL's tables)
 
-def ltrl_row(label: str) -> str | None:
-    "The ltnb method of an LTRL slide row: its host, `<host>+ltrl` for 'X+RL'; None for hosts ltnb lacks (a † label is none)."
+def ltrl_row(label: str):
+    """The ltnb row of an LTRL slide row: its host, `<host>+ltrl` for 'X+RL', with the recipe variant "dagger" for a †
+    label (RandAugment, twice the epochs); None for hosts ltnb lacks."""
+    dag = label.endswith("†")
+    label = label.rstrip("†")
     host, rl = (label[:-3], True) if label.endswith("+RL") else (label, False)
     m = LTRL_HOSTS.get(host)
-    return None if m is None else f"{m}+ltrl" if rl else m
+    if m is None: return None
+    m = f"{m}+ltrl" if rl else m
+    return (m, {"recipe.variant": "dagger"}) if dag else m
 
 def ltrl_rows(labels) -> dict:
     "{label: ltrl_row(label)} in the slides' order."
