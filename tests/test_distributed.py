@@ -153,6 +153,23 @@ def test_torchrun_entry_point(tmp_path):
     assert rec2["cached"] and rec2["run"] == rec["run"]
 
 
+@pytest.mark.slow   # one torchrun launch, four small multi-expert runs: about a minute on 2 cores
+def test_multi_expert_methods_under_torchrun(tmp_path):
+    "RIDE, SADE (+ IKL's per-expert KS), NCL and BBN train on two gloo processes; rank 0 writes each run once."
+    env = {**{k: v for k, v in os.environ.items() if k != "LTNB_TRAIN_LOCK"}, "OMP_NUM_THREADS": "1", "LTNB_RUNS": str(tmp_path)}
+    methods = ["ride", "sade+ikl", "ncl", "bbn"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ltnb.experiments",
+           "--dataset", DATASET, "--budget", BUDGET, "--method", *methods, "--backend", "gloo", "--device", "cpu"]
+    p = _run(cmd, env, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    recs = [json.loads(l) for l in p.stdout.splitlines() if l.startswith("{")]
+    assert [r["method"] for r in recs] == methods, p.stdout          # one line per run, from rank 0 only
+    from ltnb.experiments import Run
+    for r in recs:
+        assert r["world_size"] == 2 and 0 < r["last"]["top1"] <= 100, r
+        assert Run.load(r["run"]).provenance["world_size"] == 2
+
+
 # --- a notebook's `gpus` parameter: one torchrun subprocess, launched from this (never CUDA-initialising) process ---
 
 import contextlib, signal
