@@ -211,9 +211,7 @@ class NCL(Method):
     def loss_terms(self, out, target, index, epoch, stage):
         return ncl_loss(_expert_logits(out), target, self.counts, **self.kw)
 
-def _expert_logits(out: dict) -> torch.Tensor:
-    z = out.get("expert_logits")
-    return (out["logits"][None] if z is None else z).float()
+from .shike import expert_logits_of as _expert_logits   # (E, B, C); a single-head model is one expert
 
 # %% ../nbs/52_ncl.ipynb #30e0a0c0
 def shot_frame(runs, rule: str = "ncl", split: str = "test", many_thr: int = 100, few_thr: int = 20,
@@ -248,15 +246,9 @@ def expert_group_accuracy(expert_logits: torch.Tensor,  # (E, N, C)
 
 @torch.no_grad()
 def expert_outputs(model: nn.Module, dataset, device: str = "cpu", batch_size: int = 256) -> dict:
-    "Every expert's logits (E, N, C) and the targets (N,) of `dataset` (eval mode)."
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    was = model.training; model.eval().to(device)
-    Z, T = [], []
-    try:
-        for batch in loader:
-            Z.append(_expert_logits(model(batch[0].to(device))).cpu()); T.append(torch.as_tensor(batch[1]).long())
-    finally: model.train(was)
-    return dict(expert_logits=torch.cat(Z, 1), targets=torch.cat(T))
+    "Every expert's logits (E, N, C) and the targets (N,) of `dataset` (eval mode): `ltnb.shike.expert_predictions`."
+    from ltnb.shike import expert_predictions
+    return expert_predictions(model, dataset, device, batch_size)
 
 # %% ../nbs/52_ncl.ipynb #67560be2
 def method_cost(dataset: str, methods=("ncl", "bbn"), budget: str = "cpu", seed: int = 0, epochs: int = 1,

@@ -14,11 +14,12 @@ from torch import nn
 import torch.nn.functional as F
 from .core import Method, Stage
 from .losses import register_method, cross_entropy, _check_counts
+from .shike import expert_logits_of, expert_predictions   # the (E, B, C) logits of any model; every expert's logits on a set
 
 # %% auto #0
 __all__ = ['INVERSE_PRIOR_FORMS', 'SADE_TRAIN', 'NO_FLIP', 'TEST_DISTRIBUTIONS', 'inverse_prior', 'sade_adjustments',
-           'sade_adjusted_logits', 'sade_loss', 'expert_logits_of', 'sade_overrides', 'Sade', 'AggregationConfig',
-           'aggregate', 'agreement_loss', 'sgd_step', 'learn_aggregation', 'TwoViews', 'sade_views', 'expert_logits_on',
+           'sade_adjusted_logits', 'sade_loss', 'sade_overrides', 'Sade', 'AggregationConfig', 'aggregate',
+           'agreement_loss', 'sgd_step', 'learn_aggregation', 'TwoViews', 'sade_views', 'expert_logits_on',
            'tta_weights', 'SadeTTA', 'test_agnostic_counts', 'test_agnostic_indices', 'test_agnostic_report',
            'sade_expert_accuracy', 'sade_cost']
 
@@ -73,11 +74,6 @@ SADE_TRAIN = {   # SADE's train values the method cannot declare itself (`Method
     "cifar100_lt": {"train.batch_size": (128, "SADE configs/config_cifar100_ir100_sade.json: batch 128 (IKL Table 9: 64)")},
     "cifar10_lt": {"train.batch_size": (128, "ltnb choice: CIFAR-100-LT's")},
 }
-
-def expert_logits_of(out: dict) -> torch.Tensor:
-    "The (E, B, C) expert logits of a model output; a single-head model is one expert."
-    z = out.get("expert_logits")
-    return (out["logits"][None] if z is None else z).float()
 
 def sade_overrides(dataset: str, budget: str, overrides: dict | None = None) -> dict | None:
     """What a SADE run sets (`Sade.run_overrides`): the multi-expert version of the run's backbone with RIDE/SADE's
@@ -217,15 +213,8 @@ def _device(device=None) -> torch.device:
 @torch.no_grad()
 def expert_logits_on(model: nn.Module, dataset, device=None, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     "The experts' logits (E, N, C) and targets (N,) on `dataset` as it is (its test transform), model in eval mode."
-    dev = _device(device)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    was = model.training; model.eval().to(dev)
-    Z, T_ = [], []
-    try:
-        for batch in loader:
-            Z.append(expert_logits_of(model(batch[0].to(dev))).cpu()); T_.append(torch.as_tensor(batch[1]).long())
-    finally: model.train(was)
-    return torch.cat(Z, 1), torch.cat(T_)
+    p = expert_predictions(model, dataset, _device(device), batch_size)
+    return p["expert_logits"], p["targets"]
 
 def tta_weights(model: nn.Module, data, split: str = "test",
                 indices=None,                      # a subset of the split (e.g. `test_agnostic_indices`), or all of it
