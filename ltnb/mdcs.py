@@ -143,12 +143,13 @@ MDCS_TRAIN = {   # MDCS's train values the method cannot declare itself (paper b
 }
 MDCS_TRAIN["cifar10_lt"] = {k: (v, "ltnb choice: CIFAR-100-LT's (" + s + ")") for k, (v, s) in MDCS_TRAIN["cifar100_lt"].items()}
 
-def mdcs_overrides(dataset: str, budget: str, overrides: dict | None = None) -> dict:
-    "What an MDCS run sets: the multi-expert version of the recipe's backbone (RIDE/SADE layout, 3 experts, reduced widths), MDCS's train values at the paper budget."
+def mdcs_overrides(dataset: str, budget: str, overrides: dict | None = None) -> dict | None:
+    "What an MDCS run sets: the multi-expert version of the recipe's backbone (RIDE/SADE layout, 3 experts, reduced widths), MDCS's train values at the paper budget; None without such a version (Places-LT's ResNet-152)."
     from ltnb.experiments import recipe
     overrides = overrides or {}
     name = overrides.get("model.name") or recipe(dataset, budget)["model"]["name"]
-    out = {"model.name": multi_expert_model(name)}
+    try: out = {"model.name": multi_expert_model(name)}
+    except ValueError: return None
     if "model.reduce_dimension" not in overrides: out["model.reduce_dimension"] = True   # MDCS config: reduce_dimension true
     if budget == "paper": out.update({k: v for k, (v, _src) in MDCS_TRAIN.get(dataset, {}).items() if k not in overrides})
     return out
