@@ -19,12 +19,12 @@ from .sampling import img_num_per_cls, select_lt_indices, shot_groups, ShotGroup
 __all__ = ['CIFAR_MEAN', 'CIFAR_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'INAT_MEAN', 'INAT_STD', 'FMNIST_MEAN', 'FMNIST_STD',
            'MNIST_MEAN', 'MNIST_STD', 'DIGITS_MEAN', 'DIGITS_STD', 'DATA_ENV', 'DATASETS', 'register_dataset',
            'FMNIST_CLASSES', 'CIFAR10_CLASSES', 'ArrayDataset', 'ImageListDataset', 'LTData', 'ToFloat', 'Cutout',
-           'cifar_transforms', 'randaugment', 'small_transforms', 'imagenet_transforms', 'read_idx', 'read_cifar_batch',
-           'read_split_file', 'check_split_labels', 'find_missing_images', 'stratified_split', 'find_checkout',
-           'data_dir', 'can_download', 'get_dataset', 'digits_lt', 'fmnist_lt', 'mnist_lt', 'cifar10_lt', 'cifar100_lt',
-           'imagenet_lt', 'places_lt', 'inat18', 'resized_size', 'resized_cache_dir', 'build_resized_cache',
-           'build_dataset_cache', 'gpu_jpeg_available', 'EncodedImageList', 'encoded_collate', 'split_encoded',
-           'JpegBatchTransform', 'GpuDecodedLoader', 'jpeg_batch_transform']
+           'cifar_transforms', 'RandAugmentAny', 'randaugment', 'small_transforms', 'imagenet_transforms', 'read_idx',
+           'read_cifar_batch', 'read_split_file', 'check_split_labels', 'find_missing_images', 'stratified_split',
+           'find_checkout', 'data_dir', 'can_download', 'get_dataset', 'digits_lt', 'fmnist_lt', 'mnist_lt',
+           'cifar10_lt', 'cifar100_lt', 'imagenet_lt', 'places_lt', 'inat18', 'resized_size', 'resized_cache_dir',
+           'build_resized_cache', 'build_dataset_cache', 'gpu_jpeg_available', 'EncodedImageList', 'encoded_collate',
+           'split_encoded', 'JpegBatchTransform', 'GpuDecodedLoader', 'jpeg_batch_transform']
 
 # %% ../nbs/01_data.ipynb #09e8444e
 class ArrayDataset(Dataset):
@@ -133,9 +133,16 @@ def cifar_transforms(
         return T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), randaugment(), ToFloat(), T.Normalize(mean, std)]), test
     raise ValueError(f"unknown augment {augment!r}: use False, True, 'autoaugment' or 'randaugment'")
 
+class RandAugmentAny(T.RandAugment):
+    "torchvision's RandAugment, also on float images in [0, 1] (the digits): quantised to 8 bits for the ops, float again after."
+    def forward(self, img):
+        if torch.is_tensor(img) and img.is_floating_point():
+            return super().forward((img.clamp(0, 1) * 255).round().to(torch.uint8)).float().div(255)
+        return super().forward(img)
+
 def randaugment() -> T.RandAugment:
-    "RandAugment with 2 ops at magnitude 10 (PaCo's `rand-n2-m10`, the † rows' augmentation); tensors or PIL images."
-    return T.RandAugment(num_ops=2, magnitude=10)
+    "RandAugment with 2 ops at magnitude 10 (PaCo's `rand-n2-m10`, the † rows' augmentation); uint8 or float tensors, PIL images."
+    return RandAugmentAny(num_ops=2, magnitude=10)
 
 def small_transforms(
     size: int,                   # image side (8 for digits, 28 for (Fashion-)MNIST)

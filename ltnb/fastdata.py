@@ -131,6 +131,8 @@ class RandAugmentB:
     "Batched `torchvision.transforms.RandAugment(num_ops, magnitude)`: an op and a sign per sample and slot."
     def __init__(self, ra: T.RandAugment): self.ra, self.counts = ra, {}
     def __call__(self, x):
+        if x.is_floating_point():                          # float images in [0, 1] (the digits): the ops need 8 bits
+            return self((x.clamp(0, 1) * 255).round().to(torch.uint8)).float().div(255)
         N, C, H, W = x.shape; dev = x.device; ra = self.ra
         space = _space(ra, ra.num_magnitude_bins, H, W); names = list(space)
         x = x.clone()
