@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ltnb.core import Method, Stage
+from method_needs import OWN_MODEL
 from ltnb.engine import (TrainConfig, Trainer, benchmark_throughput, load_checkpoint, LAST_LABEL, BEST_LABEL)
 
 
@@ -249,6 +250,9 @@ def test_every_registered_method_trains(digits, name):
     if name == "ride_ea":   # routes between experts: a single head is refused with a clear error
         with pytest.raises(ValueError, match="single head"): Trainer(model, meth, digits, tiny_cfg(epochs=1, batch_size=128)).fit()
         pytest.skip("ride_ea needs a multi-expert model (refusal checked)")
+    if name in OWN_MODEL:   # BBN: its architecture is part of the method; TinyNet is refused (trained in tests/test_registry.py)
+        with pytest.raises(ValueError, match=OWN_MODEL[name][0]): Trainer(model, meth, digits, tiny_cfg(epochs=1, batch_size=128)).fit()
+        pytest.skip(f"{name} needs its own model (refusal checked)")
     r = Trainer(model, meth, digits, tiny_cfg(epochs=1, batch_size=128)).fit()
     assert len(r.history) == sum(s.epochs for s in stages)
     assert [h["stage"] for h in r.history] == [s.name for s in stages for _ in range(s.epochs)]

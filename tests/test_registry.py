@@ -25,6 +25,7 @@ from ltnb.data import ArrayDataset, LTData, get_dataset
 from ltnb.engine import Trainer, TrainConfig
 from ltnb.losses import METHODS, WRAPPERS, create_method, method_arguments
 from ltnb.models import create_model
+from method_needs import OWN_MODEL, base_name
 
 # --------------------------------------------------------------------------------------------- the cases
 
@@ -106,8 +107,25 @@ def record_grads():
     finally: h.remove()
 
 
+def own_model(name: str, data, model_name: str, in_chans: int, **model_kw) -> str | None:
+    """A method with its own architecture (BBN): check it refuses `model_name` with a clear ValueError; return its own
+    version of the backbone (None: it has none for this backbone, the case is skipped after the check)."""
+    base = base_name(name)
+    if base not in OWN_MODEL: return model_name
+    msg, own = OWN_MODEL[base]
+    with pytest.raises(ValueError, match=msg):
+        _train(name, data, model_name, in_chans, **model_kw)
+    return own[model_name]
+
+
 def train_one(name: str, data, model_name: str, in_chans: int, **model_kw):
-    "Build `name` and its model, train one epoch per stage, check losses, gradients and final logits."
+    "Build `name` and its model (the method's own version of it, if it has one), train one epoch per stage, check."
+    model_name = own_model(name, data, model_name, in_chans, **model_kw)
+    if model_name is None: pytest.skip(f"{name} has no version of this backbone: it refuses it with a clear ValueError (checked)")
+    return _train(name, data, model_name, in_chans, **model_kw)
+
+
+def _train(name: str, data, model_name: str, in_chans: int, **model_kw):
     method = create_method(name, data.class_counts, **method_kw(name))
     torch.manual_seed(0)
     model = create_model(model_name, data.num_classes, in_chans=in_chans, **{**model_kw, **method.model_kw})
