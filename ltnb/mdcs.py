@@ -17,9 +17,10 @@ from .models import multi_expert_model, count_parameters
 from .fastdata import RandomCropB, FlipB, CutoutB, NormalizeB, AutoAugmentB
 
 # %% auto #0
-__all__ = ['MDCS_EXPONENTS', 'NO_FLIP', 'FORWARDS', 'MDCS_TRAIN', 'expert_exponents', 'mdcs_log_prior', 'diversity_loss',
-           'confident_mask', 'consistency_loss', 'consistency_weight', 'RandomRotationB', 'MDCSViews', 'mdcs_overrides',
-           'MDCS', 'expert_shot_accuracy', 'expert_shot_accuracy_of_run', 'plot_expert_shot_accuracy', 'mdcs_cost']
+__all__ = ['MDCS_EXPONENTS', 'NO_FLIP', 'FORWARDS', 'MDCS_TRAIN', 'MDCS_FILE_DATASETS', 'expert_exponents', 'mdcs_log_prior',
+           'diversity_loss', 'confident_mask', 'consistency_loss', 'consistency_weight', 'RandomRotationB', 'MDCSViews',
+           'mdcs_overrides', 'MDCS', 'expert_shot_accuracy', 'expert_shot_accuracy_of_run', 'plot_expert_shot_accuracy',
+           'mdcs_cost']
 
 # %% ../nbs/54_mdcs.ipynb #a7461d78
 MDCS_EXPONENTS = (-0.5, 1.0, 2.5)   # MDCS model/loss.py: log(prior ** -0.5), log(prior ** 1), log(prior ** 2.5); "head", "medium", "few"
@@ -143,9 +144,14 @@ MDCS_TRAIN = {   # MDCS's train values the method cannot declare itself (paper b
 }
 MDCS_TRAIN["cifar10_lt"] = {k: (v, "ltnb choice: CIFAR-100-LT's (" + s + ")") for k, (v, s) in MDCS_TRAIN["cifar100_lt"].items()}
 
+MDCS_FILE_DATASETS = ("imagenet_lt", "places_lt", "inat18")   # read from image files: no in-memory images for the views
+
 def mdcs_overrides(dataset: str, budget: str, overrides: dict | None = None) -> dict | None:
-    "What an MDCS run sets: the multi-expert version of the recipe's backbone (RIDE/SADE layout, 3 experts, reduced widths), MDCS's train values at the paper budget; None without such a version (Places-LT's ResNet-152)."
+    """What an MDCS run sets: the multi-expert version of the recipe's backbone (RIDE/SADE layout, 3 experts, reduced
+    widths), MDCS's train values at the paper budget. None (the row shows as missing) on the image-file datasets, whose
+    training images are not in memory for the two views (`MDCS.setup`), and for a backbone without a multi-expert version."""
     from ltnb.experiments import recipe
+    if dataset in MDCS_FILE_DATASETS: return None
     overrides = overrides or {}
     name = overrides.get("model.name") or recipe(dataset, budget)["model"]["name"]
     try: out = {"model.name": multi_expert_model(name)}

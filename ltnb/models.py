@@ -19,8 +19,8 @@ __all__ = ['MODELS', 'register_model', 'CLASSIFIERS', 'MULTI_EXPERT_MODELS', 'cr
            'ldam_init', 'CifarResNet', 'resnet32', 'SmallCNN', 'cnn8', 'cnn28', 'load_state_dict_file',
            'load_backbone_weights', 'TorchvisionNet', 'resnet50', 'resnext50_32x4d', 'resnet152', 'MultiExpertModel',
            'MultiExpertResNet32', 'multi_expert_resnet32', 'MultiExpertTorchvisionNet', 'multi_expert_resnet50',
-           'multi_expert_resnext50_32x4d', 'MultiExpertCNN', 'multi_expert_cnn8', 'multi_expert_cnn28',
-           'multi_expert_model']
+           'multi_expert_resnext50_32x4d', 'multi_expert_resnet152', 'MultiExpertCNN', 'multi_expert_cnn8',
+           'multi_expert_cnn28', 'multi_expert_model']
 
 # %% ../nbs/02_models.ipynb #7b0ed277
 MODELS = Registry("model")
@@ -432,6 +432,11 @@ def multi_expert_resnext50_32x4d(num_classes: int, in_chans: int = 3, **kw) -> M
     "ResNeXt-50 32x4d multi-expert trunk (RIDE/SADE ImageNet-LT); kw as MultiExpertTorchvisionNet."
     return MultiExpertTorchvisionNet("resnext50_32x4d", num_classes, in_chans, **kw)
 
+@register_model("multi_expert_resnet152", input_size=(3, 224, 224), test_size=(3, 32, 32))
+def multi_expert_resnet152(num_classes: int, in_chans: int = 3, **kw) -> MultiExpertTorchvisionNet:
+    "ResNet-152 in RIDE's ImageNet layout (stem + layer1-2 shared; Places-LT's RIDE/SADE rows): kw as MultiExpertTorchvisionNet."
+    return MultiExpertTorchvisionNet("resnet152", num_classes, in_chans, **kw)
+
 # %% ../nbs/02_models.ipynb #fddaa3a7
 def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list:
     return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
@@ -473,6 +478,7 @@ def multi_expert_cnn28(num_classes: int, in_chans: int = 1, num_experts: int = 3
 MULTI_EXPERT_MODELS = {   # the multi-expert version (RIDE's layout) of each backbone a recipe names
     "resnet32": "multi_expert_resnet32", "cnn8": "multi_expert_cnn8", "cnn28": "multi_expert_cnn28",
     "resnet50": "multi_expert_resnet50", "resnext50_32x4d": "multi_expert_resnext50_32x4d",
+    "resnet152": "multi_expert_resnet152", "multi_expert_resnet152": "multi_expert_resnet152",
     "multi_expert_resnet32": "multi_expert_resnet32", "multi_expert_cnn8": "multi_expert_cnn8",
     "multi_expert_cnn28": "multi_expert_cnn28", "multi_expert_resnet50": "multi_expert_resnet50",
     "multi_expert_resnext50_32x4d": "multi_expert_resnext50_32x4d"}

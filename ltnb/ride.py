@@ -18,11 +18,10 @@ from .models import (register_model, multi_expert_model, MULTI_EXPERT_MODELS, Mu
 from .shike import expert_logits_of
 
 # %% auto #0
-__all__ = ['RIDE_TRAIN', 'RIDE_EA_TRAIN', 'RIDE_MODELS', 'TEACHER_EXPERTS', 'ride_diversity_weights', 'ride_temperatures',
-           'ride_diversity', 'ride_loss', 'distill_kl', 'ExpertRouter', 'router_targets', 'router_loss', 'experts_used',
-           'routed_logits', 'multi_expert_resnet152', 'ride_model', 'ride_overrides', 'RIDE', 'RIDEEA',
-           'ride_teacher_config', 'ride_distill_config', 'expert_shot_frame', 'plot_expert_accuracy', 'expert_usage',
-           'ride_cost']
+__all__ = ['RIDE_TRAIN', 'RIDE_EA_TRAIN', 'TEACHER_EXPERTS', 'ride_diversity_weights', 'ride_temperatures', 'ride_diversity',
+           'ride_loss', 'distill_kl', 'ExpertRouter', 'router_targets', 'router_loss', 'experts_used', 'routed_logits',
+           'ride_model', 'ride_overrides', 'RIDE', 'RIDEEA', 'ride_teacher_config', 'ride_distill_config',
+           'expert_shot_frame', 'plot_expert_accuracy', 'expert_usage', 'ride_cost']
 
 # %% ../nbs/50_ride.ipynb #c640b01d
 def ride_diversity_weights(counts,                    # (C,) training counts
@@ -157,16 +156,9 @@ RIDE_EA_TRAIN = {
     "cifar10_lt": {"train.batch_size": (512, "ltnb choice: CIFAR-100-LT's")},
 }
 
-@register_model("multi_expert_resnet152", input_size=(3, 224, 224), test_size=(3, 32, 32))
-def multi_expert_resnet152(num_classes: int, in_chans: int = 3, **kw) -> MultiExpertTorchvisionNet:
-    "ResNet-152 in RIDE's ImageNet layout (stem + layer1-2 shared): ltnb's choice for Places-LT, where RIDE ships no config."
-    return MultiExpertTorchvisionNet("resnet152", num_classes, in_chans, **kw)
-
-RIDE_MODELS = {**MULTI_EXPERT_MODELS, "resnet152": "multi_expert_resnet152", "multi_expert_resnet152": "multi_expert_resnet152"}
-
 def ride_model(backbone: str) -> str:
-    "The multi-expert model RIDE trains for a recipe's `backbone` (`multi_expert_model`, plus ResNet-152 for Places-LT)."
-    return RIDE_MODELS[backbone] if backbone in RIDE_MODELS else multi_expert_model(backbone)
+    "The multi-expert model RIDE trains for a recipe's `backbone` (`multi_expert_model`; ResNet-152 for Places-LT is ltnb's choice)."
+    return multi_expert_model(backbone)
 
 def ride_overrides(dataset: str, budget: str, overrides: dict | None = None, train: dict | None = None) -> dict:
     "What a RIDE run sets: the multi-expert version of the backbone, reduce_dimension (unless given), RIDE's train values at the paper budget."
