@@ -553,7 +553,8 @@ def _run_posthoc(cfg, path, parent: Run) -> Run:
     for split in ("test", "val"):
         if split == "val" and not parent.has_val: continue
         o = parent.outputs(split)
-        logits = torch.as_tensor(method.posthoc_logits(o, parent)).float()
+        kw = {"split": split} if "split" in inspect.signature(method.posthoc_logits).parameters else {}   # SADE's TTA: which images
+        logits = torch.as_tensor(method.posthoc_logits(o, parent, **kw)).float()
         outs[split] = dict(logits=logits, targets=o["targets"])
         reps[split] = to_plain(dict(classification_report(logits, torch.as_tensor(o["targets"]), counts)))
     path.mkdir(parents=True, exist_ok=True)
