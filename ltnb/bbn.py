@@ -12,7 +12,7 @@ from torch import nn
 import torch.nn.functional as F
 from .core import Method, Stage
 from .losses import register_method, _check_counts
-from .models import register_model, create_model, count_parameters, LTModel, CifarResNet, SmallCNN, TorchvisionNet
+from .models import register_model, create_model, count_parameters, LTModel, CifarResNet, SmallCNN, TorchvisionNet, model_version
 from .sampling import make_sampler
 from .ncl import wrapped_model_signature
 
@@ -161,12 +161,8 @@ BBN_TRAIN["cifar10_lt"] = dict(BBN_TRAIN["cifar100_lt"])
 
 def bbn_model(dataset: str, budget: str, overrides: dict | None = None) -> str:
     "The BBN model for the backbone the recipe (and `overrides`) name: `cnn8` -> `bbn_cnn8`."
-    from ltnb.experiments import recipe
-    name = (overrides or {}).get("model.name") or recipe(dataset, budget)["model"]["name"]
-    if name in BBN_MODELS.values(): return name
-    if name not in BBN_MODELS:
-        raise ValueError(f"no BBN version of backbone {name!r}; BBN models: {', '.join(sorted(BBN_MODELS.values()))}")
-    return BBN_MODELS[name]
+    from ltnb.experiments import run_backbone
+    return model_version(run_backbone(dataset, budget, overrides), BBN_MODELS, "BBN")
 
 @register_method("bbn")
 class BBN(Method):

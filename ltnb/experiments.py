@@ -20,13 +20,14 @@ if __name__ == "__main__" and "__file__" in globals():
     _main(); raise SystemExit(0)
 
 # %% auto #0
-__all__ = ['BUDGETS', 'VARIANTS', 'MANIFEST', 'RERUN', 'METRICS', 'dagger', 'recipe', 'method_values', 'project_root',
-           'default_runs_dir', 'figures_dir', 'run_config', 'config_hash', 'run_dir', 'provenance', 'to_json', 'Run',
-           'is_finished', 'DamagedRun', 'write_manifest', 'verify_run', 'set_aside', 'build', 'RunLocked', 'run_lock',
-           'run', 'cached_run', 'training_slot', 'make_trainer', 'runs_frame', 'row_frame', 'method_available',
-           'row_spec', 'describe_row', 'with_all_rows', 'row_overrides', 'method_overrides', 'row_configs', 'run_rows',
-           'JobFailed', 'run_many', 'Job', 'job_plan', 'job_worker', 'param_list', 'param_dict', 'plot_shot_groups',
-           'plot_per_class', 'bench_main', 'run_bench', 'list_runs', 'under_torchrun', 'main', 'runs_main', 'run_cli']
+__all__ = ['BUDGETS', 'VARIANTS', 'MANIFEST', 'RERUN', 'METRICS', 'dagger', 'run_backbone', 'recipe', 'method_values',
+           'project_root', 'default_runs_dir', 'figures_dir', 'run_config', 'config_hash', 'run_dir', 'provenance',
+           'to_json', 'Run', 'is_finished', 'DamagedRun', 'write_manifest', 'verify_run', 'set_aside', 'build',
+           'RunLocked', 'run_lock', 'run', 'cached_run', 'training_slot', 'make_trainer', 'runs_frame', 'row_frame',
+           'method_available', 'row_spec', 'describe_row', 'with_all_rows', 'row_overrides', 'method_overrides',
+           'row_configs', 'run_rows', 'JobFailed', 'run_many', 'Job', 'job_plan', 'job_worker', 'param_list',
+           'param_dict', 'plot_shot_groups', 'plot_per_class', 'bench_main', 'run_bench', 'list_runs', 'under_torchrun',
+           'main', 'runs_main', 'run_cli']
 
 # %% ../nbs/06_experiments.ipynb #f622fadf
 _PAPER = {
@@ -110,6 +111,10 @@ def dagger(r: dict) -> dict:
     return r
 
 VARIANTS = {"dagger": dagger}   # recipe variants a table row asks for with the override "recipe.variant"
+
+def run_backbone(dataset: str, budget: str, overrides: dict | None = None) -> str:
+    "The model a run of `dataset` at `budget` names: the overrides' `model.name`, else the recipe's (methods map it to their own version)."
+    return (overrides or {}).get("model.name") or recipe(dataset, budget)["model"]["name"]
 
 def recipe(dataset: str, budget: str = "smoke", variant: str | None = None, **overrides) -> dict:
     "The recipe (data / model / train / method dicts) for `dataset` at `budget` (and `variant`, e.g. 'dagger'); `overrides` are dotted keys, e.g. `train.lr=0.05`."

@@ -150,11 +150,10 @@ def mdcs_overrides(dataset: str, budget: str, overrides: dict | None = None) -> 
     """What an MDCS run sets: the multi-expert version of the recipe's backbone (RIDE/SADE layout, 3 experts, reduced
     widths), MDCS's train values at the paper budget. None (the row shows as missing) on the image-file datasets, whose
     training images are not in memory for the two views (`MDCS.setup`), and for a backbone without a multi-expert version."""
-    from ltnb.experiments import recipe
+    from ltnb.experiments import run_backbone
     if dataset in MDCS_FILE_DATASETS: return None
     overrides = overrides or {}
-    name = overrides.get("model.name") or recipe(dataset, budget)["model"]["name"]
-    try: out = {"model.name": multi_expert_model(name)}
+    try: out = {"model.name": multi_expert_model(run_backbone(dataset, budget, overrides))}
     except ValueError: return None
     if "model.reduce_dimension" not in overrides: out["model.reduce_dimension"] = True   # MDCS config: reduce_dimension true
     if budget == "paper": out.update({k: v for k, (v, _src) in MDCS_TRAIN.get(dataset, {}).items() if k not in overrides})

@@ -20,7 +20,7 @@ __all__ = ['MODELS', 'register_model', 'CLASSIFIERS', 'MULTI_EXPERT_MODELS', 'cr
            'load_backbone_weights', 'TorchvisionNet', 'resnet50', 'resnext50_32x4d', 'resnet152', 'MultiExpertModel',
            'MultiExpertResNet32', 'multi_expert_resnet32', 'MultiExpertTorchvisionNet', 'multi_expert_resnet50',
            'multi_expert_resnext50_32x4d', 'multi_expert_resnet152', 'MultiExpertCNN', 'multi_expert_cnn8',
-           'multi_expert_cnn28', 'multi_expert_model']
+           'multi_expert_cnn28', 'model_version', 'multi_expert_model']
 
 # %% ../nbs/02_models.ipynb #7b0ed277
 MODELS = Registry("model")
@@ -483,8 +483,14 @@ MULTI_EXPERT_MODELS = {   # the multi-expert version (RIDE's layout) of each bac
     "multi_expert_cnn28": "multi_expert_cnn28", "multi_expert_resnet50": "multi_expert_resnet50",
     "multi_expert_resnext50_32x4d": "multi_expert_resnext50_32x4d"}
 
+def model_version(backbone: str, versions: dict, what: str) -> str:
+    """A method's own version of a recipe's backbone, `versions[backbone]` ('cnn8' -> 'bbn_cnn8'); a name that already
+    is one of the versions is kept; a clear error naming them otherwise. `what` names the method in the error."""
+    if backbone in versions.values(): return backbone
+    if backbone not in versions:
+        raise ValueError(f"no {what} version of backbone {backbone!r}; {what} models: {', '.join(sorted(set(versions.values())))}")
+    return versions[backbone]
+
 def multi_expert_model(backbone: str) -> str:
     "The multi-expert version of `backbone` (an error naming the supported ones otherwise)."
-    if backbone not in MULTI_EXPERT_MODELS:
-        raise ValueError(f"no multi-expert version of {backbone!r}; supported: {', '.join(sorted(set(MULTI_EXPERT_MODELS)))}")
-    return MULTI_EXPERT_MODELS[backbone]
+    return model_version(backbone, MULTI_EXPERT_MODELS, "multi-expert")

@@ -12,7 +12,7 @@ from torch import nn
 import torch.nn.functional as F
 from .core import Method, Stage
 from .losses import register_method, _check_counts
-from .models import register_model, create_model, count_parameters, LTModel, NormedLinear, MODELS
+from .models import register_model, create_model, count_parameters, LTModel, NormedLinear, MODELS, model_version
 
 # %% auto #0
 __all__ = ['NCL_COMBINE', 'NCL_MODELS', 'NCL_TRAIN', 'balanced_logits', 'hard_category_mask', 'nbod_loss', 'ncl_loss', 'NCLNet',
@@ -169,12 +169,8 @@ NCL_TRAIN = {   # NCL's train values (paper budget) that a method cannot declare
 
 def ncl_model(dataset: str, budget: str, overrides: dict | None = None) -> str:
     "The NCL model for the backbone the recipe (and `overrides`) name: `cnn8` -> `ncl_cnn8`."
-    from ltnb.experiments import recipe
-    name = (overrides or {}).get("model.name") or recipe(dataset, budget)["model"]["name"]
-    if name in NCL_MODELS.values(): return name
-    if name not in NCL_MODELS:
-        raise ValueError(f"no NCL version of backbone {name!r}; NCL models: {', '.join(sorted(NCL_MODELS.values()))}")
-    return NCL_MODELS[name]
+    from ltnb.experiments import run_backbone
+    return model_version(run_backbone(dataset, budget, overrides), NCL_MODELS, "NCL")
 
 def _paper_train(table: dict, dataset: str, budget: str, overrides: dict) -> dict:
     "A method's paper-budget train values the row/user did not set."

@@ -162,10 +162,9 @@ def ride_model(backbone: str) -> str:
 
 def ride_overrides(dataset: str, budget: str, overrides: dict | None = None, train: dict | None = None) -> dict:
     "What a RIDE run sets: the multi-expert version of the backbone, reduce_dimension (unless given), RIDE's train values at the paper budget."
-    from ltnb.experiments import recipe
+    from ltnb.experiments import run_backbone
     overrides = overrides or {}
-    name = overrides.get("model.name") or recipe(dataset, budget)["model"]["name"]
-    out = {"model.name": ride_model(name)}
+    out = {"model.name": ride_model(run_backbone(dataset, budget, overrides))}
     if "model.reduce_dimension" not in overrides: out["model.reduce_dimension"] = True
     if budget == "paper":
         out.update({k: v for k, (v, _src) in (train if train is not None else RIDE_TRAIN).get(dataset, {}).items() if k not in overrides})

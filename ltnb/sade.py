@@ -78,11 +78,10 @@ SADE_TRAIN = {   # SADE's train values the method cannot declare itself (`Method
 def sade_overrides(dataset: str, budget: str, overrides: dict | None = None) -> dict | None:
     """What a SADE run sets (`Sade.run_overrides`): the multi-expert version of the run's backbone with RIDE/SADE's
     `reduce_dimension`, and at the paper budget SADE's train values the user did not set; None without such a version."""
-    from ltnb.experiments import recipe
+    from ltnb.experiments import run_backbone
     from ltnb.models import multi_expert_model
     overrides = overrides or {}
-    name = overrides.get("model.name") or recipe(dataset, budget)["model"]["name"]
-    try: out = {"model.name": multi_expert_model(name)}
+    try: out = {"model.name": multi_expert_model(run_backbone(dataset, budget, overrides))}
     except ValueError: return None
     if "model.reduce_dimension" not in overrides: out["model.reduce_dimension"] = dataset != "cifar10_lt"   # SADE#11
     if budget == "paper":

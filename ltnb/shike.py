@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from .core import Method, Stage
 from .losses import register_method, cross_entropy, balanced_softmax_loss, _check_counts
 from .models import (register_model, MultiExpertModel, MultiExpertResNet32, MultiExpertTorchvisionNet, ldam_init,
-                         create_model, count_parameters)
+                         create_model, count_parameters, model_version)
 
 # %% auto #0
 __all__ = ['KL_REDUCTIONS', 'ALIGNER_RELU', 'SHIKE_MODELS', 'DKT_FORMS', 'RETRAIN_BN', 'SHIKE_METHODS', 'SHIKE_TRAIN',
@@ -422,7 +422,7 @@ def hardest_negative_prob(expert_logits: torch.Tensor, targets) -> torch.Tensor:
 
 # %% ../nbs/20_shike.ipynb #29c101d4
 from .reproduce import declare_table, TABLES
-from .experiments import recipe as _recipe
+from .experiments import run_backbone
 
 SHIKE_METHODS = ("shike", "shike_stage1", "shike_rt")
 _SHIKE = "shike"
@@ -462,11 +462,7 @@ declare_table("shike_table5", title="SHIKE Table 5 — number of experts × dept
 # %% ../nbs/20_shike.ipynb #eae5c767
 def shike_model(dataset: str, budget: str, overrides: dict | None = None) -> str:
     "The SHIKE model for the backbone the recipe (and `overrides`) name: `cnn8` -> `shike_cnn8`, `resnet50` -> `shike_resnet50`."
-    name = (overrides or {}).get("model.name") or _recipe(dataset, budget)["model"]["name"]
-    if name in SHIKE_MODELS.values(): return name
-    if name not in SHIKE_MODELS:
-        raise ValueError(f"no SHIKE version of backbone {name!r}; SHIKE models: {', '.join(sorted(set(SHIKE_MODELS.values())))}")
-    return SHIKE_MODELS[name]
+    return model_version(run_backbone(dataset, budget, overrides), SHIKE_MODELS, "SHIKE")
 
 SHIKE_TRAIN = {   # SHIKE's train values the method cannot declare itself (`Method.recipe` holds method arguments only)
     "cifar100_lt": {"train.batch_size": (128, "cifarTrain.py --batch_size 128 (not in the paper; spec §4)")},
